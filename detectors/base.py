@@ -1,0 +1,167 @@
+"""The one protocol every drift detector follows, its result type, and input checks.
+
+A detector watches ``n_series`` independent series (one per column of a batch).
+``update(X)`` takes a whole batch of shape ``(n_events, n_series)`` and returns a
+:class:`DriftResult`; state lives in numpy arrays so that it can be exported with
+``export_state()`` and rebuilt with ``from_state()`` bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+State = dict[str, Any]
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """What one ``update`` saw, per series.
+
+    Attributes
+    ----------
+    detections
+        One int64 array per series: the row indices of the batch at which drift was signalled.
+    score
+        The detector's statistic at the most recent check (NaN before the first check).
+    p_value
+        The p-value at the most recent check; NaN where the detector has none.
+    threshold
+        The value ``score`` is compared with (for p-value tests, the critical statistic).
+    window_size, reference_size
+        Number of values in the current window and in the reference.
+    n_missing
+        NaN values skipped in this batch.
+    drifting
+        Whether the most recent check signalled drift.
+    """
+
+    detections: tuple[IntArray, ...]
+    score: FloatArray
+    p_value: FloatArray
+    threshold: FloatArray
+    window_size: IntArray
+    reference_size: IntArray
+    n_missing: IntArray
+    drifting: BoolArray
+    extra: dict[str, FloatArray] = field(default_factory=dict)
+
+    @property
+    def statistic(self) -> FloatArray:
+        """Alias of ``score`` (the name used for test statistics such as KS's D)."""
+        return self.score
+
+    @property
+    def n_series(self) -> int:
+        return len(self.detections)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """The seam between the daemon and any drift kernel."""
+
+    @property
+    def n_series(self) -> int: ...
+
+    def update(self, X: npt.ArrayLike) -> DriftResult: ...
+
+    def reset(self, series: int | Sequence[int] | None = None) -> None: ...
+
+    def export_state(self) -> State: ...
+
+    @classmethod
+    def from_state(cls, state: State) -> Self: ...
+
+
+def as_batch(X: npt.ArrayLike, n_series: int | None = None, name: str = "X") -> FloatArray:
+    """Return ``X`` as a C-contiguous float64 matrix ``(n_events, n_series)``.
+
+    A 1-D input is one series. Non-numeric input raises ``ValueError``; NaN is allowed
+    (it means *missing*), infinities are not.
+
+    >>> as_batch([1, 2, 3]).shape
+    (3, 1)
+    >>> as_batch([["a"]])
+    Traceback (most recent call last):
+    ...
+    ValueError: X must be numeric, got dtype <U1
+    """
+    arr = np.asarray(X)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    elif arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D or 2-D (n_events, n_series), got {arr.ndim}-D")
+    if n_series is not None and arr.shape[1] != n_series:
+        raise ValueError(f"{name} has {arr.shape[1]} series (columns), expected {n_series}")
+    out = np.ascontiguousarray(arr, dtype=np.float64)
+    if np.isinf(out).any():
+        raise ValueError(f"{name} contains infinite values; use NaN for missing values")
+    return out
+
+
+def series_indices(series: int | Sequence[int] | None, n_series: int) -> IntArray:
+    """Normalise a ``reset`` target to an array of column indices (None means all)."""
+    if series is None:
+        return np.arange(n_series, dtype=np.int64)
+    idx = np.atleast_1d(np.asarray(series, dtype=np.int64))
+    if idx.size and (idx.min() < 0 or idx.max() >= n_series):
+        raise ValueError(f"series must be in [0, {n_series}), got {series!r}")
+    return idx
+
+
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, float | int | np.floating):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def split_detections(rows: IntArray, cols: IntArray, n_series: int) -> tuple[IntArray, ...]:
+    """Group (row, column) detection pairs into one sorted row array per series."""
+    if rows.size == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return tuple(empty for _ in range(n_series))
+    order = np.lexsort((rows, cols))
+    rows, cols = rows[order], cols[order]
+    bounds = np.searchsorted(cols, np.arange(n_series + 1))
+    return tuple(rows[bounds[i] : bounds[i + 1]].astype(np.int64) for i in range(n_series))
+
+
+def state_header(kind: str, params: dict[str, Any]) -> State:
+    """The common head of every exported state: kind, format version, parameters."""
+    return {"kind": kind, "version": STATE_VERSION, "params": dict(params)}
+
+
+def check_state(state: State, kind: str) -> dict[str, Any]:
+    """Validate the head of an exported state and return its parameters."""
+    if state.get("kind") != kind:
+        raise ValueError(f"state is for {state.get('kind')!r}, not {kind!r}")
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(
+            f"state format version {state.get('version')!r} is not supported "
+            f"(this driftline reads version {STATE_VERSION})"
+        )
+    params: dict[str, Any] = state["params"]
+    return params
