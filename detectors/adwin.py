@@ -68,10 +68,10 @@ class ADWIN:
     >>> X = np.concatenate([rng.normal(0, 1, (1000, 2)), rng.normal([0, 3], 1, (1000, 2))])
     >>> adwin = ADWIN(delta=0.002)
     >>> r = adwin.update(X)
-    >>> [d.tolist() for d in r.detections]   # only the second series shifted, at row 1000
-    [[], [1055]]
-    >>> r.window_size.tolist()
-    [2000, 929]
+    >>> [d.tolist() for d in r.detections]   # the second series shifts at row 1000
+    [[], [1023]]
+    >>> r.window_size.tolist()                # it restarted its window at row 1024
+    [2000, 976]
     """
 
     def __init__(
