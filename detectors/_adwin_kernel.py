@@ -148,7 +148,7 @@ def _check(s, totals, variances, head, counts, levels, fstate, delta, min_len, n
     River stops at the first cut (oldest first) with ``|mean(W0) - mean(W1)| > eps_cut``,
     drops the oldest bucket and scans again; evaluating all cuts and taking the first hit
     is the same thing. Returns ``(detected, score)``: ``score`` (computed only when
-    ``want_score``, else NaN) is the largest ``|mean(W0) - mean(W1)| / eps_cut`` over the
+    ``want_score`` or when a cut signals, else NaN) is the largest ``|mean(W0) - mean(W1)| / eps_cut`` over the
     cuts of the first scan, a report only.
     """
     n0, n1, u0, u1, gaps, epss = scratch
@@ -181,7 +181,10 @@ def _check(s, totals, variances, head, counts, levels, fstate, delta, min_len, n
         hit = _cut_scan(
             n0, n1, u0, u1, n_cuts, width, fstate[s, F_VARIANCE], delta, min_len, gaps, epss
         )
-        if first_pass:
+        if first_pass or (hit >= 0 and not detected):
+            # A detection restarts the window, so the next check may come after this
+            # batch: score the first scan of a detecting check too.
+            best = 0.0
             for j in range(n_cuts):
                 if n1[j] >= min_len and n0[j] >= min_len and epss[j] > 0.0:
                     if gaps[j] > best * epss[j]:
@@ -237,7 +240,7 @@ def _run_series(  # type: ignore[no-untyped-def]
                 s, totals, variances, head, counts, levels, fstate,
                 delta, min_len, n_slots, scratch, last_check,
             )
-            if last_check:
+            if last_check or detected:
                 fstate[s, F_SCORE] = score
             if detected:
                 istate[s, I_PENDING] = 1
