@@ -29,13 +29,13 @@ _inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
 @_inline
-def _slot(head, s, lvl, k, n_slots):  # type: ignore[no-untyped-def]
+def _slot(head, s, lvl, k, n_slots):
     j = head[s, lvl] + k
     return j - n_slots if j >= n_slots else j
 
 
 @_inline
-def _clear_series(s, totals, variances, head, counts, levels, fstate, istate):  # type: ignore[no-untyped-def]
+def _clear_series(s, totals, variances, head, counts, levels, fstate, istate):
     totals[s, :, :] = 0.0
     variances[s, :, :] = 0.0
     head[s, :] = 0
@@ -49,7 +49,7 @@ def _clear_series(s, totals, variances, head, counts, levels, fstate, istate):  
 
 
 @_inline
-def _insert(s, value, totals, variances, head, counts, levels, fstate, max_buckets):  # type: ignore[no-untyped-def]
+def _insert(s, value, totals, variances, head, counts, levels, fstate, max_buckets):
     n_slots = max_buckets + 1
     j = _slot(head, s, 0, counts[s, 0], n_slots)
     totals[s, 0, j] = value
@@ -76,9 +76,9 @@ def _insert(s, value, totals, variances, head, counts, levels, fstate, max_bucke
         mu1 = t0 / size
         mu2 = t1 / size
         merged_total = t0 + t1
-        merged_var = variances[s, lvl, j0] + variances[s, lvl, j1] + size * 0.5 * (
-            mu1 - mu2
-        ) * (mu1 - mu2)
+        merged_var = (
+            variances[s, lvl, j0] + variances[s, lvl, j1] + size * 0.5 * (mu1 - mu2) * (mu1 - mu2)
+        )
         totals[s, lvl, j0] = 0.0
         totals[s, lvl, j1] = 0.0
         variances[s, lvl, j0] = 0.0
@@ -99,7 +99,7 @@ def _insert(s, value, totals, variances, head, counts, levels, fstate, max_bucke
 
 
 @_inline
-def _drop_oldest(s, totals, variances, head, counts, levels, fstate, n_slots):  # type: ignore[no-untyped-def]
+def _drop_oldest(s, totals, variances, head, counts, levels, fstate, n_slots):
     last = levels[s] - 1
     n = float(1 << last)
     j = head[s, last]
@@ -124,16 +124,16 @@ def _drop_oldest(s, totals, variances, head, counts, levels, fstate, n_slots):  
 
 
 @_inline
-def _cut_scan(n0, n1, u0, u1, n_cuts, width, variance, delta, min_len, gaps, epss):  # type: ignore[no-untyped-def]
+def _cut_scan(n0, n1, u0, u1, n_cuts, width, variance, delta, min_len, gaps, epss):
     """Evaluate every cut (branch-free, so LLVM can vectorise it); first hit or -1."""
     delta_prime = math.log(2.0 * math.log(width) / delta)
     var_w = variance / width
     for j in range(n_cuts):
         delta_mean = (u0[j] / n0[j]) - (u1[j] / n1[j])
         m_recip = 1.0 / (n0[j] - min_len + 1.0) + 1.0 / (n1[j] - min_len + 1.0)
-        epss[j] = math.sqrt(2.0 * m_recip * var_w * delta_prime) + (
-            2.0 / 3.0
-        ) * delta_prime * m_recip
+        epss[j] = (
+            math.sqrt(2.0 * m_recip * var_w * delta_prime) + (2.0 / 3.0) * delta_prime * m_recip
+        )
         gaps[j] = abs(delta_mean)
     for j in range(n_cuts):
         if n1[j] >= min_len and n0[j] >= min_len and gaps[j] > epss[j]:
@@ -142,14 +142,16 @@ def _cut_scan(n0, n1, u0, u1, n_cuts, width, variance, delta, min_len, gaps, eps
 
 
 @_inline
-def _check(s, totals, variances, head, counts, levels, fstate, delta, min_len, n_slots, scratch, want_score):  # type: ignore[no-untyped-def]
+def _check(
+    s, totals, variances, head, counts, levels, fstate, delta, min_len, n_slots, scratch, want_score
+):
     """Scan every cut of the window, dropping the oldest bucket while a cut shows a change.
 
     River stops at the first cut (oldest first) with ``|mean(W0) - mean(W1)| > eps_cut``,
     drops the oldest bucket and scans again; evaluating all cuts and taking the first hit
-    is the same thing. Returns ``(detected, score)``: ``score`` (computed only when
-    ``want_score`` or when a cut signals, else NaN) is the largest ``|mean(W0) - mean(W1)| / eps_cut`` over the
-    cuts of the first scan, a report only.
+    is the same thing. Returns ``(detected, score)``: ``score`` is the largest
+    ``|mean(W0) - mean(W1)| / eps_cut`` over the cuts of the first scan, a report only,
+    computed when ``want_score`` or when a cut signals (else NaN).
     """
     n0, n1, u0, u1, gaps, epss = scratch
     detected = False
@@ -186,9 +188,9 @@ def _check(s, totals, variances, head, counts, levels, fstate, delta, min_len, n
             # batch: score the first scan of a detecting check too.
             best = 0.0
             for j in range(n_cuts):
-                if n1[j] >= min_len and n0[j] >= min_len and epss[j] > 0.0:
-                    if gaps[j] > best * epss[j]:
-                        best = gaps[j] / epss[j]
+                usable = n1[j] >= min_len and n0[j] >= min_len and epss[j] > 0.0
+                if usable and gaps[j] > best * epss[j]:
+                    best = gaps[j] / epss[j]
             first_pass = False
         if hit < 0:
             break
@@ -200,9 +202,24 @@ def _check(s, totals, variances, head, counts, levels, fstate, delta, min_len, n
 
 
 @_inline
-def _run_series(  # type: ignore[no-untyped-def]
-    s, XT, totals, variances, head, counts, levels, fstate, istate,
-    delta, clock, max_buckets, min_len, grace, det, n_det, n_missing,
+def _run_series(
+    s,
+    XT,
+    totals,
+    variances,
+    head,
+    counts,
+    levels,
+    fstate,
+    istate,
+    delta,
+    clock,
+    max_buckets,
+    min_len,
+    grace,
+    det,
+    n_det,
+    n_missing,
 ):
     """Feed row ``s`` of ``XT`` (NaN = missing) through series ``s``'s ADWIN.
 
@@ -213,8 +230,12 @@ def _run_series(  # type: ignore[no-untyped-def]
     n_slots = max_buckets + 1
     n_cap = totals.shape[1] * n_slots
     scratch = (
-        np.empty(n_cap), np.empty(n_cap), np.empty(n_cap),
-        np.empty(n_cap), np.empty(n_cap), np.empty(n_cap),
+        np.empty(n_cap),
+        np.empty(n_cap),
+        np.empty(n_cap),
+        np.empty(n_cap),
+        np.empty(n_cap),
+        np.empty(n_cap),
     )
     n_valid = 0
     for r in range(n_events):
@@ -237,8 +258,18 @@ def _run_series(  # type: ignore[no-untyped-def]
             # Only the batch's last check is reported, so only it computes a score.
             last_check = seen + clock > n_valid
             detected, score = _check(
-                s, totals, variances, head, counts, levels, fstate,
-                delta, min_len, n_slots, scratch, last_check,
+                s,
+                totals,
+                variances,
+                head,
+                counts,
+                levels,
+                fstate,
+                delta,
+                min_len,
+                n_slots,
+                scratch,
+                last_check,
             )
             if last_check or detected:
                 fstate[s, F_SCORE] = score
@@ -251,20 +282,84 @@ def _run_series(  # type: ignore[no-untyped-def]
 
 
 @_jit
-def adwin_update(XT, totals, variances, head, counts, levels, fstate, istate, delta, clock, max_buckets, min_len, grace, det, n_det, n_missing):  # type: ignore[no-untyped-def]  # noqa: E501
+def adwin_update(
+    XT,
+    totals,
+    variances,
+    head,
+    counts,
+    levels,
+    fstate,
+    istate,
+    delta,
+    clock,
+    max_buckets,
+    min_len,
+    grace,
+    det,
+    n_det,
+    n_missing,
+):
     """Every series in turn (``XT`` is ``n_series x n_events``)."""
     for s in range(XT.shape[0]):
         _run_series(
-            s, XT, totals, variances, head, counts, levels, fstate, istate,
-            delta, clock, max_buckets, min_len, grace, det, n_det, n_missing,
+            s,
+            XT,
+            totals,
+            variances,
+            head,
+            counts,
+            levels,
+            fstate,
+            istate,
+            delta,
+            clock,
+            max_buckets,
+            min_len,
+            grace,
+            det,
+            n_det,
+            n_missing,
         )
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def adwin_update_parallel(XT, totals, variances, head, counts, levels, fstate, istate, delta, clock, max_buckets, min_len, grace, det, n_det, n_missing):  # type: ignore[no-untyped-def]  # noqa: E501
+def adwin_update_parallel(
+    XT,
+    totals,
+    variances,
+    head,
+    counts,
+    levels,
+    fstate,
+    istate,
+    delta,
+    clock,
+    max_buckets,
+    min_len,
+    grace,
+    det,
+    n_det,
+    n_missing,
+):
     """The series spread over numba's threads; each series' state is its own."""
     for s in prange(XT.shape[0]):
         _run_series(
-            s, XT, totals, variances, head, counts, levels, fstate, istate,
-            delta, clock, max_buckets, min_len, grace, det, n_det, n_missing,
+            s,
+            XT,
+            totals,
+            variances,
+            head,
+            counts,
+            levels,
+            fstate,
+            istate,
+            delta,
+            clock,
+            max_buckets,
+            min_len,
+            grace,
+            det,
+            n_det,
+            n_missing,
         )

@@ -17,7 +17,7 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def ks_statistic(a, n1, b, n2):  # type: ignore[no-untyped-def]
+def ks_statistic(a, n1, b, n2):
     """Two-sided D of sorted ``a[:n1]`` vs sorted ``b[:n2]``, computed as scipy does."""
     # The largest pooled value always gives 1 - 1 = 0, so 0 bounds both extremes.
     max_diff = 0.0
@@ -47,7 +47,7 @@ def ks_statistic(a, n1, b, n2):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def ks_update(  # type: ignore[no-untyped-def]
+def ks_update(
     XT, ring, pos, n_seen, ref, n_ref, window, stride, check_rows, stats, n_checks, n_missing
 ):
     """Advance every series' window by ``XT`` (``n_series x n_events``, NaN = missing).

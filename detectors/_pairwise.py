@@ -15,7 +15,7 @@ _BLOCK = 128  # numpy's PW_BLOCKSIZE
 
 
 @njit(cache=True, nogil=True)
-def _block(a, lo, n):  # type: ignore[no-untyped-def]
+def _block(a, lo, n):
     if n < 8:
         res = -0.0
         for i in range(lo, lo + n):
@@ -43,7 +43,7 @@ def _block(a, lo, n):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def pairwise_sum(a, n):  # type: ignore[no-untyped-def]
+def pairwise_sum(a, n):
     """``a[:n].sum()`` as numpy computes it for a contiguous float64 array."""
     if n <= _BLOCK:
         return _block(a, 0, n)

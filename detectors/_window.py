@@ -20,7 +20,7 @@ IntArray = npt.NDArray[np.int64]
 
 
 @njit(cache=True, nogil=True)
-def window_counts(  # type: ignore[no-untyped-def]
+def window_counts(
     codes, ring, pos, n_seen, counts, window, stride, check_rows, snaps, n_checks, n_missing
 ):
     """Advance every series by one batch of ``codes`` (``n_series x n_events``)."""
@@ -141,7 +141,7 @@ def smoothed_psi(
     r = np.asarray(reference_counts, dtype=np.float64)
     width = w.shape[-1]
     if n_buckets is None:
-        nb = np.full(w.shape[:-1] + (1,), float(width))
+        nb = np.full((*w.shape[:-1], 1), float(width))
         real = np.ones(width, dtype=bool)
     else:
         nb = np.asarray(n_buckets, dtype=np.float64)[..., None]

@@ -7,11 +7,10 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 from scipy import special
 from scipy.stats import chi2
 
-from ._pairwise import pairwise_sum
+from ._chi2_kernel import chi2_homogeneity
 from ._window import WindowCounts, smoothed_psi
 from .base import (
     DriftResult,
@@ -24,40 +23,6 @@ from .base import (
     series_indices,
     state_header,
 )
-
-
-@njit(cache=True, nogil=True)
-def chi2_homogeneity(snaps, ref_counts, stats, dofs):  # type: ignore[no-untyped-def]
-    """Pearson's chi-squared statistic of the table ``[reference; window]`` per snapshot,
-    computed in the order ``scipy.stats.chi2_contingency(table, correction=False)`` uses
-    after dropping the categories empty in both rows (which scipy would refuse)."""
-    n_snaps, n_buckets = snaps.shape
-    obs = np.empty((2, n_buckets))
-    terms = np.empty(2 * n_buckets)
-    for t in range(n_snaps):
-        k = 0
-        for b in range(n_buckets):
-            if ref_counts[b] + snaps[t, b] > 0:
-                obs[0, k] = ref_counts[b]
-                obs[1, k] = snaps[t, b]
-                k += 1
-        dofs[t] = k - 1
-        if k <= 1:
-            stats[t] = 0.0
-            continue
-        row0 = 0.0
-        row1 = 0.0
-        for j in range(k):
-            row0 += obs[0, j]
-            row1 += obs[1, j]
-        total = row0 + row1  # integer-valued: exact whatever the order
-        for j in range(k):
-            col = obs[0, j] + obs[1, j]
-            e0 = row0 * col / total
-            e1 = row1 * col / total
-            terms[j] = (obs[0, j] - e0) ** 2 / e0
-            terms[k + j] = (obs[1, j] - e1) ** 2 / e1
-        stats[t] = pairwise_sum(terms, 2 * k)
 
 
 def as_codes(X: npt.ArrayLike, n_categories: int, name: str = "codes") -> IntArray:
@@ -204,7 +169,9 @@ class CategoricalDrift:
 
     def export_state(self) -> State:
         state = state_header("categorical", self.params)
-        state.update(ref_counts=self._ref_counts.copy(), last=self._last.copy(), **self._win.export())
+        state.update(
+            ref_counts=self._ref_counts.copy(), last=self._last.copy(), **self._win.export()
+        )
         return state
 
     @classmethod
@@ -223,4 +190,3 @@ class CategoricalDrift:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"CategoricalDrift(<reference: {self.n_series} series>, {args})"
-

@@ -53,7 +53,7 @@ def quantile_edges(reference: FloatArray, bins: int) -> tuple[FloatArray, IntArr
 def bin_codes(X: FloatArray, edges: FloatArray) -> IntArray:
     """Bin index of every value (``-1`` for NaN): bin ``i`` is ``(edge[i-1], edge[i]]``,
     the outer bins are open, so values beyond the reference's range still count."""
-    codes = (X[:, :, None] > edges[None, :, :]).sum(axis=2, dtype=np.int64)
+    codes: IntArray = (X[:, :, None] > edges[None, :, :]).sum(axis=2, dtype=np.int64)
     codes[np.isnan(X)] = -1
     return codes
 

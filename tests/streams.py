@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -50,4 +51,4 @@ def random_cuts(rng: np.random.Generator, n: int, max_cuts: int = 8) -> list[tup
     k = int(rng.integers(0, max_cuts + 1))
     cuts = np.sort(rng.integers(0, n + 1, k))
     bounds = [0, *cuts.tolist(), n]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))

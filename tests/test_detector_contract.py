@@ -47,9 +47,7 @@ FACTORIES: dict[str, tuple[Factory, Callable[[np.random.Generator, int], np.ndar
         _numeric_data,
     ),
     "psi_fixed": (
-        lambda rng: PSI(
-            rng.normal(0, 1, (500, N_SERIES)), window=50, stride=50, threshold="fixed"
-        ),
+        lambda rng: PSI(rng.normal(0, 1, (500, N_SERIES)), window=50, stride=50, threshold="fixed"),
         _numeric_data,
     ),
     "categorical": (
@@ -72,7 +70,9 @@ def _make(kind: str, seed: int) -> tuple[Detector, np.ndarray]:
     return factory(rng), data(rng, 1500)
 
 
-def _feed(det: Detector, X: np.ndarray, cuts: list[tuple[int, int]]) -> tuple[list[list[int]], DriftResult]:
+def _feed(
+    det: Detector, X: np.ndarray, cuts: list[tuple[int, int]]
+) -> tuple[list[list[int]], DriftResult]:
     hits: list[list[int]] = [[] for _ in range(X.shape[1])]
     result = None
     for lo, hi in cuts:
@@ -145,7 +145,9 @@ def test_reset_one_series_only(kind: str) -> None:
     fresh, _ = _make(kind, 3)
     fresh_result = fresh.update(X[900:])
     for s in (0, 2, 3):
-        assert np.array_equal(after.detections[s] + 900, full.detections[s][full.detections[s] >= 900])
+        assert np.array_equal(
+            after.detections[s] + 900, full.detections[s][full.detections[s] >= 900]
+        )
         assert np.array_equal(after.score[s], full.score[s], equal_nan=True)
     assert np.array_equal(after.detections[1], fresh_result.detections[1])
     assert np.array_equal(after.score[1], fresh_result.score[1], equal_nan=True)

@@ -100,7 +100,9 @@ def _ks_every_check(
 def test_ks_statistic_and_p_value_equal_scipys_at_every_check(stream: str, method: str) -> None:
     rng = np.random.default_rng(zlib.crc32(f"{stream}/{method}".encode()))
     for n_ref, window, stride in [(700, 150, 37), (333, 90, 11)]:
-        reference = STREAMS[stream](rng, n_ref) if stream != "gradual_drift" else rng.normal(0, 1, n_ref)
+        reference = (
+            STREAMS[stream](rng, n_ref) if stream != "gradual_drift" else rng.normal(0, 1, n_ref)
+        )
         x = STREAMS[stream](rng, 1400)
         assert _ks_every_check(reference, x, window, stride, method, alpha=0.01) > 20
 

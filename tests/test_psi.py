@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.stats import chi2
@@ -17,8 +19,12 @@ def _plain_psi(reference: np.ndarray, window: np.ndarray, bins: int) -> float:
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
     full = np.concatenate([[-np.inf], edges, [np.inf]])
     # Bin i is (edge[i-1], edge[i]]: np.histogram's bins are [a, b), so count by hand.
-    ref_counts = np.array([np.sum((reference > lo) & (reference <= hi)) for lo, hi in zip(full[:-1], full[1:], strict=True)])
-    win_counts = np.array([np.sum((window > lo) & (window <= hi)) for lo, hi in zip(full[:-1], full[1:], strict=True)])
+    ref_counts = np.array(
+        [np.sum((reference > lo) & (reference <= hi)) for lo, hi in itertools.pairwise(full)]
+    )
+    win_counts = np.array(
+        [np.sum((window > lo) & (window <= hi)) for lo, hi in itertools.pairwise(full)]
+    )
     n_b = len(ref_counts)
     p = (win_counts + 0.5) / (len(window) + 0.5 * n_b)
     q = (ref_counts + 0.5) / (len(reference) + 0.5 * n_b)
@@ -36,7 +42,9 @@ def test_scores_match_a_plain_numpy_psi_at_every_check(stream: str) -> None:
     for end in range(window, len(x) + 1, stride):
         r = det.update(x[start:end])
         start = end
-        assert r.score[0] == pytest.approx(_plain_psi(reference, x[end - window : end], 10), rel=1e-12, abs=1e-15)
+        assert r.score[0] == pytest.approx(
+            _plain_psi(reference, x[end - window : end], 10), rel=1e-12, abs=1e-15
+        )
 
 
 def test_out_of_range_values_fall_in_the_open_outer_bins() -> None:
@@ -80,7 +88,9 @@ def test_thresholds_fixed_and_sample_size_aware() -> None:
     adaptive = PSI(ref, bins=10, window=1000, alpha=0.001).update(np.zeros(1))
     expected = chi2.ppf(0.999, 9) * (1 / 5000 + 1 / 1000)
     assert adaptive.threshold[0] == pytest.approx(expected, rel=1e-12)
-    assert adaptive.extra["warn_threshold"][0] == pytest.approx(chi2.ppf(0.99, 9) * (1 / 5000 + 1 / 1000))
+    assert adaptive.extra["warn_threshold"][0] == pytest.approx(
+        chi2.ppf(0.99, 9) * (1 / 5000 + 1 / 1000)
+    )
 
 
 def test_adaptive_threshold_false_alarm_rate_is_near_alpha() -> None:
@@ -110,5 +120,8 @@ def test_tumbling_windows_share_no_value() -> None:
     scores = []
     for lo in range(0, 1000, 250):
         scores.append(det.update(x[lo : lo + 250]).score[0])
-    fresh = [PSI(ref, window=250, stride=250).update(x[lo : lo + 250]).score[0] for lo in range(0, 1000, 250)]
+    fresh = [
+        PSI(ref, window=250, stride=250).update(x[lo : lo + 250]).score[0]
+        for lo in range(0, 1000, 250)
+    ]
     assert scores == fresh
