@@ -244,6 +244,10 @@ def _run_series(
     n_missing[s] = n_events - n_valid
     seen = 0
     nd = 0
+    # Checks fall on ticks that are multiples of `clock`: track the next one instead of
+    # dividing at every value.
+    tick = istate[s, I_TICK]
+    due = (tick // clock + 1) * clock
     for r in range(n_events):
         x = XT[s, r]
         if math.isnan(x):
@@ -251,10 +255,15 @@ def _run_series(
         seen += 1
         if istate[s, I_PENDING] != 0:
             _clear_series(s, totals, variances, head, counts, levels, fstate, istate)
+            tick = 0
+            due = clock
         _insert(s, x, totals, variances, head, counts, levels, fstate, max_buckets)
-        tick = istate[s, I_TICK] + 1
+        tick += 1
         istate[s, I_TICK] = tick
-        if tick % clock == 0 and fstate[s, F_WIDTH] > grace:
+        if tick != due:
+            continue
+        due += clock
+        if fstate[s, F_WIDTH] > grace:
             # Only the batch's last check is reported, so only it computes a score.
             last_check = seen + clock > n_valid
             detected, score = _check(

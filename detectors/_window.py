@@ -10,6 +10,7 @@ snapshots is left to the caller (vectorised numpy).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,32 +20,97 @@ from numba import njit
 IntArray = npt.NDArray[np.int64]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _next_check(seen, window, stride):
+    """The count of values at which the first check after ``seen`` values happens."""
+    if seen < window:
+        return window
+    return window + ((seen - window) // stride + 1) * stride
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _push(s, c, ring, pos, n_seen, counts, window):
+    """Add code ``c`` to series ``s``'s window; returns the new ``n_seen``."""
+    p = pos[s]
+    if n_seen[s] >= window:
+        counts[s, ring[s, p]] -= 1
+    ring[s, p] = c
+    counts[s, c] += 1
+    pos[s] = p + 1 if p + 1 < window else 0
+    n_seen[s] += 1
+    return n_seen[s]
+
+
 @njit(cache=True, nogil=True)
 def window_counts(
     codes, ring, pos, n_seen, counts, window, stride, check_rows, snaps, n_checks, n_missing
 ):
-    """Advance every series by one batch of ``codes`` (``n_series x n_events``)."""
+    """Advance every series by a batch of ``codes`` (``n_series x n_events``, -1 = missing)."""
     n_series, n_events = codes.shape
     for s in range(n_series):
         nc = 0
         miss = 0
+        due = _next_check(n_seen[s], window, stride)
         for r in range(n_events):
             c = codes[s, r]
             if c < 0:
                 miss += 1
                 continue
-            p = pos[s]
-            if n_seen[s] >= window:
-                counts[s, ring[s, p]] -= 1
-            ring[s, p] = c
-            counts[s, c] += 1
-            pos[s] = p + 1 if p + 1 < window else 0
-            seen = n_seen[s] + 1
-            n_seen[s] = seen
-            if seen >= window and (seen - window) % stride == 0:
+            if _push(s, c, ring, pos, n_seen, counts, window) == due:
                 check_rows[s, nc] = r
                 snaps[s, nc, :] = counts[s, :]
                 nc += 1
+                due += stride
+        n_checks[s] = nc
+        n_missing[s] = miss
+
+
+@njit(cache=True, nogil=True)
+def window_counts_binned(
+    XT,
+    edges,
+    n_edges,
+    ring,
+    pos,
+    n_seen,
+    counts,
+    window,
+    stride,
+    check_rows,
+    snaps,
+    n_checks,
+    n_missing,
+):
+    """Like :func:`window_counts` for raw values (NaN = missing): value ``x`` goes to bin
+    ``#{edges < x}`` of its series, so bin ``i`` is ``(edge[i-1], edge[i]]``."""
+    n_series, n_events = XT.shape
+    for s in range(n_series):
+        nc = 0
+        miss = 0
+        ne = n_edges[s]
+        due = _next_check(n_seen[s], window, stride)
+        for r in range(n_events):
+            x = XT[s, r]
+            if math.isnan(x):
+                miss += 1
+                continue
+            lo = 0
+            if ne <= 16:  # a branch-free count beats a mispredicted binary search
+                for e in range(ne):
+                    lo += edges[s, e] < x
+            else:
+                hi = ne
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if edges[s, mid] < x:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+            if _push(s, lo, ring, pos, n_seen, counts, window) == due:
+                check_rows[s, nc] = r
+                snaps[s, nc, :] = counts[s, :]
+                nc += 1
+                due += stride
         n_checks[s] = nc
         n_missing[s] = miss
 
@@ -69,19 +135,23 @@ class WindowCounts:
         """Values currently in each series' window."""
         return np.minimum(self.n_seen, self.window)
 
+    def _buffers(self, n_events: int, n_series: int) -> tuple[IntArray, ...]:
+        max_checks = n_events // self.stride + 1
+        return (
+            np.zeros((n_series, max_checks), dtype=np.int64),
+            np.zeros((n_series, max_checks, self.counts.shape[1]), dtype=np.int64),
+            np.zeros(n_series, dtype=np.int64),
+            np.zeros(n_series, dtype=np.int64),
+        )
+
     def update(self, codes: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Feed ``codes`` (``n_events x n_series``, -1 = missing).
 
-        Returns ``(check_rows, snapshots, n_checks, n_missing)`` where series ``s`` had
+        Returns ``(check_rows, snapshots, n_checks, n_missing)``: series ``s`` had
         ``n_checks[s]`` checks at rows ``check_rows[s, :n]`` with window counts
-        ``snapshots[s, :n]``.
+        ``snapshots[s, :n]`` (entries past ``n`` are zero).
         """
-        n_events, n_series = codes.shape
-        max_checks = n_events // self.stride + 1
-        check_rows = np.empty((n_series, max_checks), dtype=np.int64)
-        snaps = np.empty((n_series, max_checks, self.counts.shape[1]), dtype=np.int64)
-        n_checks = np.zeros(n_series, dtype=np.int64)
-        n_missing = np.zeros(n_series, dtype=np.int64)
+        rows, snaps, n_checks, n_missing = self._buffers(*codes.shape)
         window_counts(
             np.ascontiguousarray(codes.T),
             self.ring,
@@ -90,12 +160,34 @@ class WindowCounts:
             self.counts,
             self.window,
             self.stride,
-            check_rows,
+            rows,
             snaps,
             n_checks,
             n_missing,
         )
-        return check_rows, snaps, n_checks, n_missing
+        return rows, snaps, n_checks, n_missing
+
+    def update_values(
+        self, X: npt.NDArray[np.float64], edges: npt.NDArray[np.float64], n_edges: IntArray
+    ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """Like :meth:`update` for raw values binned by ``edges`` (NaN = missing)."""
+        rows, snaps, n_checks, n_missing = self._buffers(*X.shape)
+        window_counts_binned(
+            np.ascontiguousarray(X.T),
+            edges,
+            n_edges,
+            self.ring,
+            self.pos,
+            self.n_seen,
+            self.counts,
+            self.window,
+            self.stride,
+            rows,
+            snaps,
+            n_checks,
+            n_missing,
+        )
+        return rows, snaps, n_checks, n_missing
 
     def reset(self, idx: IntArray) -> None:
         self.ring[idx] = 0

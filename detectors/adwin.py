@@ -194,7 +194,7 @@ class ADWIN:
         return DriftResult(
             detections=detections,
             score=score,
-            p_value=np.full(n_series, np.nan),
+            p_value_source=np.full(n_series, np.nan),
             threshold=np.ones(n_series),
             window_size=self.width,
             reference_size=np.zeros(n_series, dtype=np.int64),

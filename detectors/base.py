@@ -8,8 +8,9 @@ A detector watches ``n_series`` independent series (one per column of a batch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -34,7 +35,9 @@ class DriftResult:
     score
         The detector's statistic at the most recent check (NaN before the first check).
     p_value
-        The p-value at the most recent check; NaN where the detector has none.
+        The p-value at the most recent check; NaN where the detector has none. Detectors
+        whose p-values are costly (KS in its exact regime) compute them only when this
+        attribute is first read: decisions never need them.
     threshold
         The value ``score`` is compared with (for p-value tests, the critical statistic).
     window_size, reference_size
@@ -47,13 +50,18 @@ class DriftResult:
 
     detections: tuple[IntArray, ...]
     score: FloatArray
-    p_value: FloatArray
+    p_value_source: FloatArray | Callable[[], FloatArray]
     threshold: FloatArray
     window_size: IntArray
     reference_size: IntArray
     n_missing: IntArray
     drifting: BoolArray
     extra: dict[str, FloatArray] = field(default_factory=dict)
+
+    @cached_property
+    def p_value(self) -> FloatArray:
+        src = self.p_value_source
+        return src() if callable(src) else src
 
     @property
     def statistic(self) -> FloatArray:
@@ -138,15 +146,11 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
-def split_detections(rows: IntArray, cols: IntArray, n_series: int) -> tuple[IntArray, ...]:
-    """Group (row, column) detection pairs into one sorted row array per series."""
-    if rows.size == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return tuple(empty for _ in range(n_series))
-    order = np.lexsort((rows, cols))
-    rows, cols = rows[order], cols[order]
-    bounds = np.searchsorted(cols, np.arange(n_series + 1))
-    return tuple(rows[bounds[i] : bounds[i + 1]].astype(np.int64) for i in range(n_series))
+def rows_where(rows: IntArray, mask: BoolArray) -> tuple[IntArray, ...]:
+    """Per series (row of ``rows``), the entries where ``mask`` holds, as int64 arrays."""
+    counts = mask.sum(axis=1)
+    flat = rows[mask].astype(np.int64, copy=False)
+    return tuple(np.split(flat, np.cumsum(counts)[:-1]))
 
 
 def state_header(kind: str, params: dict[str, Any]) -> State:

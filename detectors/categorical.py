@@ -20,6 +20,7 @@ from .base import (
     check_positive_int,
     check_probability,
     check_state,
+    rows_where,
     series_indices,
     state_header,
 )
@@ -132,27 +133,26 @@ class CategoricalDrift:
         if batch.shape[1] != self.n_series:
             raise ValueError(f"codes has {batch.shape[1]} series, expected {self.n_series}")
         rows, snaps, n_checks, n_missing = self._win.update(batch)
-        detections = []
-        for s in range(self.n_series):
-            n = int(n_checks[s])
-            if n == 0:
-                detections.append(np.empty(0, dtype=np.int64))
-                continue
-            stats = np.empty(n)
-            dofs = np.empty(n, dtype=np.int64)
-            chi2_homogeneity(snaps[s, :n], self._ref_counts[s], stats, dofs)
-            p = np.where(dofs > 0, special.chdtrc(dofs.astype(np.float64), stats), 1.0)
-            detections.append(rows[s, :n][p <= self.alpha])
-            psi = smoothed_psi(snaps[s, n - 1], self._ref_counts[s])
-            self._last[s] = (stats[-1], p[-1], dofs[-1], psi)
+        stats = np.zeros(rows.shape)
+        dofs = np.zeros(rows.shape, dtype=np.int64)
+        chi2_homogeneity(snaps, n_checks, self._ref_counts, stats, dofs)
+        checked = np.arange(rows.shape[1]) < n_checks[:, None]
+        p = np.ones(rows.shape)
+        tested = checked & (dofs > 0)
+        p[tested] = special.chdtrc(dofs[tested].astype(np.float64), stats[tested])
+        detections = rows_where(rows, checked & (p <= self.alpha))
+        has = np.flatnonzero(n_checks > 0)
+        last = n_checks[has] - 1
+        psi = smoothed_psi(snaps[has, last], self._ref_counts[has])
+        self._last[has] = np.column_stack([stats[has, last], p[has, last], dofs[has, last], psi])
         chi, p_value, dof, psi = self._last.T
         threshold = np.where(dof > 0, chi2.ppf(1.0 - self.alpha, np.maximum(dof, 1)), np.inf)
         filled = self._win.filled
         unseen = self._win.counts[:, -1] / np.maximum(filled, 1)
         return DriftResult(
-            detections=tuple(detections),
+            detections=detections,
             score=chi.copy(),
-            p_value=p_value.copy(),
+            p_value_source=p_value.copy(),
             threshold=np.where(np.isnan(dof), np.nan, threshold),
             window_size=filled,
             reference_size=self._n_ref.copy(),

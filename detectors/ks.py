@@ -18,6 +18,7 @@ from .base import (
     check_positive_int,
     check_probability,
     check_state,
+    rows_where,
     series_indices,
     state_header,
 )
@@ -53,7 +54,8 @@ class KS:
     Result fields: ``score`` is D, ``p_value`` its p-value, ``threshold`` the smallest D
     that rejects at ``alpha``.
 
-    State: ``8 * (n_ref + window + 3)`` bytes per series (sorted reference, window ring).
+    State: ``8 * (n_ref + 2 * window + min(stride, window) + 3)`` bytes per series (sorted
+    reference, window ring, the window sorted as of the last check, values that left since).
 
     Examples
     --------
@@ -96,8 +98,15 @@ class KS:
         self._nulls: list[KSNull] = [
             ks_null(int(n), self.window, self.method, self.alpha) for n in n_ref
         ]
+        # Series with equal reference sizes share one null distribution: handle them together.
+        groups: dict[int, list[int]] = {}
+        for s, null in enumerate(self._nulls):
+            groups.setdefault(id(null), []).append(s)
+        self._groups = [(self._nulls[m[0]], np.array(m, dtype=np.int64)) for m in groups.values()]
         self._threshold = np.array([nl.critical_statistic() for nl in self._nulls])
         self._ring = np.zeros((n_series, self.window))
+        self._sorted = np.zeros((n_series, self.window))
+        self._gone = np.zeros((n_series, min(self.stride, self.window)))
         self._pos = np.zeros(n_series, dtype=np.int64)
         self._n_seen = np.zeros(n_series, dtype=np.int64)
         self._d_raw = np.full(n_series, np.nan)
@@ -120,8 +129,8 @@ class KS:
         batch = as_batch(X, self.n_series)
         n_events, n_series = batch.shape
         max_checks = n_events // self.stride + 1
-        rows = np.empty((n_series, max_checks), dtype=np.int64)
-        stats = np.empty((n_series, max_checks))
+        rows = np.zeros((n_series, max_checks), dtype=np.int64)
+        stats = np.zeros((n_series, max_checks))
         n_checks = np.zeros(n_series, dtype=np.int64)
         n_missing = np.zeros(n_series, dtype=np.int64)
         ks_update(
@@ -129,6 +138,8 @@ class KS:
             self._ring,
             self._pos,
             self._n_seen,
+            self._sorted,
+            self._gone,
             self._ref,
             self._n_ref,
             self.window,
@@ -138,19 +149,24 @@ class KS:
             n_checks,
             n_missing,
         )
-        detections = []
-        for s in range(n_series):
-            n = n_checks[s]
-            if n:
-                detections.append(rows[s, :n][self._nulls[s].reject(stats[s, :n])])
-                self._d_raw[s] = stats[s, n - 1]
-            else:
-                detections.append(np.empty(0, dtype=np.int64))
-        score, p_value, drifting = self._current()
+        checked = np.arange(max_checks) < n_checks[:, None]
+        reject = np.zeros_like(checked)
+        for null, members in self._groups:
+            reject[members] = null.reject(stats[members])
+        has = n_checks > 0
+        self._d_raw[has] = stats[has, n_checks[has] - 1]
+        score = np.full(n_series, np.nan)
+        drifting = np.zeros(n_series, dtype=bool)
+        seen = ~np.isnan(self._d_raw)
+        for null, members in self._groups:
+            m = members[seen[members]]
+            score[m] = null.statistic(self._d_raw[m])
+            drifting[m] = null.reject(self._d_raw[m])
+        d_raw = self._d_raw.copy()
         return DriftResult(
-            detections=tuple(detections),
+            detections=rows_where(rows, reject & checked),
             score=score,
-            p_value=p_value,
+            p_value_source=lambda: self._p_values(d_raw),
             threshold=self._threshold.copy(),
             window_size=np.minimum(self._n_seen, self.window),
             reference_size=self._n_ref.copy(),
@@ -158,22 +174,19 @@ class KS:
             drifting=drifting,
         )
 
-    def _current(self) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
-        """Statistic, p-value and decision of each series' most recent check."""
-        n = self.n_series
-        score, p_value = np.full(n, np.nan), np.full(n, np.nan)
-        drifting = np.zeros(n, dtype=bool)
-        for s in np.flatnonzero(~np.isnan(self._d_raw)):
-            null, d = self._nulls[s], self._d_raw[s : s + 1]
-            score[s] = null.statistic(d)[0]
-            p_value[s] = null.p_value(float(d[0]))
-            drifting[s] = null.reject(d)[0]
-        return score, p_value, drifting
+    def _p_values(self, d_raw: FloatArray) -> FloatArray:
+        """scipy's p-value of each series' last check (memoised per statistic)."""
+        out = np.full(d_raw.shape, np.nan)
+        for s in np.flatnonzero(~np.isnan(d_raw)):
+            out[s] = self._nulls[s].p_value(float(d_raw[s]))
+        return out
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:
         """Empty the window of the given series (all when None); the reference stays."""
         idx = series_indices(series, self.n_series)
         self._ring[idx] = 0.0
+        self._sorted[idx] = 0.0
+        self._gone[idx] = 0.0
         self._pos[idx] = 0
         self._n_seen[idx] = 0
         self._d_raw[idx] = np.nan
@@ -184,6 +197,8 @@ class KS:
             reference=self._ref.copy(),
             n_ref=self._n_ref.copy(),
             ring=self._ring.copy(),
+            sorted_window=self._sorted.copy(),
+            gone=self._gone.copy(),
             pos=self._pos.copy(),
             n_seen=self._n_seen.copy(),
             d_raw=self._d_raw.copy(),
@@ -200,6 +215,8 @@ class KS:
         det.method = params["method"]
         det._setup(np.array(state["reference"], dtype=np.float64), np.array(state["n_ref"]))
         det._ring[...] = state["ring"]
+        det._sorted[...] = state["sorted_window"]
+        det._gone[...] = state["gone"]
         det._pos[...] = state["pos"]
         det._n_seen[...] = state["n_seen"]
         det._d_raw[...] = state["d_raw"]

@@ -19,6 +19,7 @@ from .base import (
     check_positive_int,
     check_probability,
     check_state,
+    rows_where,
     series_indices,
     state_header,
 )
@@ -175,20 +176,18 @@ class PSI:
     def update(self, X: npt.ArrayLike) -> DriftResult:
         """Feed a batch ``(n_events, n_series)`` (or 1-D for one series); NaN is skipped."""
         batch = as_batch(X, self.n_series)
-        rows, snaps, n_checks, n_missing = self._win.update(bin_codes(batch, self._edges))
-        detections = []
-        for s in range(self.n_series):
-            n = n_checks[s]
-            if n == 0:
-                detections.append(np.empty(0, dtype=np.int64))
-                continue
-            scores = smoothed_psi(snaps[s, :n], self._ref_counts[s], self._n_bins[s])
-            detections.append(rows[s, :n][scores >= self._alert[s]])
-            self._score[s] = scores[-1]
+        rows, snaps, n_checks, n_missing = self._win.update_values(
+            batch, self._edges, self._n_bins - 1
+        )
+        checked = np.arange(rows.shape[1]) < n_checks[:, None]
+        scores = smoothed_psi(snaps, self._ref_counts[:, None, :], self._n_bins[:, None])
+        detections = rows_where(rows, checked & (scores >= self._alert[:, None]))
+        has = n_checks > 0
+        self._score[has] = scores[has, n_checks[has] - 1]
         return DriftResult(
-            detections=tuple(detections),
+            detections=detections,
             score=self._score.copy(),
-            p_value=np.full(self.n_series, np.nan),
+            p_value_source=np.full(self.n_series, np.nan),
             threshold=self._alert.copy(),
             window_size=self._win.filled,
             reference_size=self._n_ref.copy(),
