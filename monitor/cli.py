@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -24,9 +30,50 @@ def build_parser() -> argparse.ArgumentParser:
         prog="driftline",
         description="Streaming drift monitor for ML models: prediction events in, "
         "drift alerts and Prometheus metrics out.",
+        epilog="Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.",
     )
     parser.add_argument("--version", action="version", version=f"driftline {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon: consume prediction events from Kafka, alert on drift",
+        description="Consume prediction events from Kafka, monitor every feature and the "
+        "prediction, send alerts to the configured sinks and serve /metrics, /healthz, "
+        "/readyz and /status. Stops cleanly on SIGTERM or SIGINT (exit 0).",
+    )
+    run.add_argument("--config", "-c", required=True, type=Path, help="YAML configuration file")
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default INFO)",
+    )
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and list every error",
+        description="Validate a configuration file (with ${VAR} expansion from the "
+        "environment). Prints every error with its path and exits 2, or prints a summary "
+        "and exits 0.",
+    )
+    check.add_argument("config", type=Path, help="YAML configuration file")
+
+    ref = sub.add_parser("reference", help="build reference files from training data")
+    ref_sub = ref.add_subparsers(dest="reference_command", metavar="ACTION")
+    build = ref_sub.add_parser(
+        "build",
+        help="make a model's reference file from training data (CSV or JSON Lines)",
+        description="Read training data (CSV with a header, or JSON Lines of flat objects "
+        "or prediction events), take a seeded sample and write the reference file that "
+        "'models.<model>.reference.file' points to.",
+    )
+    build.add_argument("--config", "-c", required=True, type=Path, help="YAML configuration file")
+    build.add_argument("--model", "-m", required=True, help="model name from the configuration")
+    build.add_argument("--input", "-i", required=True, type=Path, help="data.csv or data.jsonl")
+    build.add_argument("-o", "--output", required=True, type=Path, help="reference file to write")
+    build.add_argument("--sample", type=int, default=5000, help="rows to keep (default 5000)")
+    build.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
 
     demo = sub.add_parser(
         "demo",
@@ -48,12 +95,101 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        print("Fix the errors above, then run 'driftline check-config' again.", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(path: Path) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_USAGE
+    print(f"{path}: OK")
+    for name in config.models:
+        specs = config.feature_specs(name)
+        ref = config.reference_for(name)
+        source = f"first {ref.warmup} events" if ref.warmup else f"file {ref.file}"
+        print(f"  model {name}: reference from {source}")
+        for feature in specs:
+            dets = ", ".join(config.detectors_for(name, feature))
+            print(f"    {feature} ({specs[feature].type}): {dets}")
+    sinks = ", ".join(s.type for s in config.sinks) or "none"
+    print(
+        f"  kafka: {config.kafka.topic} at {config.kafka.bootstrap_servers}, "
+        f"group {config.kafka.group_id}; sinks: {sinks}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(path: Path, level: str) -> int:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    config = _load(path)
+    if config is None:
+        return EXIT_USAGE
+    from .daemon import Daemon
+
+    async def main() -> int:
+        try:
+            daemon = Daemon(config, version=package_version())
+        except ValueError as exc:  # e.g. an unreadable reference file
+            print(f"driftline run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        daemon.install_signal_handlers()
+        return await daemon.run()
+
+    try:
+        return asyncio.run(main())
+    except OSError as exc:  # e.g. the HTTP port is taken
+        print(f"driftline run: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cmd_reference_build(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    if args.model not in config.models:
+        known = ", ".join(sorted(config.models))
+        print(
+            f"driftline reference build: no model {args.model!r} in {args.config} "
+            f"(models: {known})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from .decode import ModelSchema
+    from .reference import build_reference, describe, write_reference
+
+    try:
+        ref = build_reference(config, args.model, args.input, args.sample, args.seed)
+    except (OSError, ValueError) as exc:
+        print(f"driftline reference build: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    write_reference(ref, config, args.output)
+    print(describe(ref, ModelSchema(config, args.model)))
+    print(f"wrote {args.output}; point models.{args.model}.reference.file at it")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "check-config":
+        return cmd_check_config(args.config)
+    if args.command == "run":
+        return cmd_run(args.config, args.log_level)
+    if args.command == "reference":
+        if args.reference_command != "build":
+            parser.parse_args(["reference", "--help"])
+        return cmd_reference_build(args)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -1,0 +1,305 @@
+"""Configuration: YAML with ``${VAR}`` / ``${VAR:-default}`` expansion, validated by pydantic.
+
+Every problem is reported at once, each with its dotted path
+(``models.credit-v1.features.salary: ...``); :func:`load_config` raises
+:class:`~monitor.errors.ConfigError` listing them all.
+
+>>> cfg = parse_config({"kafka": {"topic": "p"}, "models": {"m": {"features": {"x": "numeric"}}}})
+>>> cfg.models["m"].features["x"].type, cfg.kafka.bootstrap_servers
+('numeric', 'localhost:9092')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+DetectorName = Literal["psi", "ks", "adwin"]
+FeatureType = Literal["numeric", "categorical"]
+PREDICTION = "prediction"  # the series name under which the model's output is monitored
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- detector parameters ----------------------------------------------------------------
+class PSIParams(Strict):
+    bins: int = Field(10, ge=2, le=100)
+    window: int = Field(1000, ge=10)
+    stride: int | None = Field(None, ge=1)
+    threshold: Literal["adaptive", "fixed"] = "adaptive"
+    alpha: float = Field(0.001, gt=0, lt=1)
+    warn: float = Field(0.1, gt=0)
+    alert: float = Field(0.25, gt=0)
+
+
+class KSParams(Strict):
+    window: int = Field(500, ge=10)
+    stride: int = Field(100, ge=1)
+    alpha: float = Field(0.001, gt=0, lt=1)
+    method: Literal["auto", "exact", "asymp"] = "auto"
+
+
+class ADWINParams(Strict):
+    delta: float = Field(0.002, gt=0, lt=1)
+    clock: int = Field(32, ge=1)
+    max_buckets: int = Field(5, ge=1)
+    min_window_length: int = Field(5, ge=1)
+    grace_period: int = Field(10, ge=0)
+
+
+class CategoricalParams(Strict):
+    window: int = Field(1000, ge=10)
+    stride: int | None = Field(None, ge=1)
+    alpha: float = Field(0.001, gt=0, lt=1)
+    max_categories: int = Field(1000, ge=1, description="vocabulary cap from the reference")
+
+
+class DetectorParams(Strict):
+    """Parameters per detector. In overrides, only the keys given replace the defaults."""
+
+    psi: PSIParams = PSIParams()
+    ks: KSParams = KSParams()
+    adwin: ADWINParams = ADWINParams()
+    categorical: CategoricalParams = CategoricalParams()
+
+    def merged(self, override: DetectorParams | None) -> DetectorParams:
+        """These parameters with every key set in ``override`` replaced."""
+        if override is None:
+            return self
+        parts: dict[str, Any] = {}
+        for name in ("psi", "ks", "adwin", "categorical"):
+            base: BaseModel = getattr(self, name)
+            if name in override.model_fields_set:
+                over: BaseModel = getattr(override, name)
+                data = base.model_dump()
+                data.update({k: getattr(over, k) for k in over.model_fields_set})
+                parts[name] = type(base)(**data)
+            else:
+                parts[name] = base
+        return DetectorParams(**parts)
+
+
+# -- models ------------------------------------------------------------------------------
+class ReferenceSpec(Strict):
+    """Where a model's reference comes from: its first ``warmup`` events, or a file made by
+    ``driftline reference build``."""
+
+    warmup: int | None = Field(None, ge=20)
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReferenceSpec:
+        if self.warmup is None and self.file is None:
+            raise ValueError("give either warmup (a number of events) or file (a path)")
+        if self.warmup is not None and self.file is not None:
+            raise ValueError("give warmup or file, not both")
+        return self
+
+
+class FeatureSpec(Strict):
+    type: FeatureType
+    detectors: list[DetectorName] | None = None
+    params: DetectorParams | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+
+class ModelConfig(Strict):
+    features: dict[str, FeatureSpec] = Field(min_length=1)
+    prediction: FeatureSpec | None = None
+    reference: ReferenceSpec | None = None
+    detectors: list[DetectorName] | None = None
+    params: DetectorParams | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _no_reserved_name(cls, features: dict[str, FeatureSpec]) -> dict[str, FeatureSpec]:
+        if PREDICTION in features:
+            raise ValueError(
+                f"'{PREDICTION}' is reserved for the model's output; rename the feature"
+            )
+        return features
+
+
+def _default_detectors() -> list[DetectorName]:
+    return ["psi", "ks", "adwin"]
+
+
+class Defaults(Strict):
+    reference: ReferenceSpec = ReferenceSpec(warmup=2000)
+    detectors: list[DetectorName] = Field(default_factory=_default_detectors)
+    params: DetectorParams = DetectorParams()
+
+
+# -- alerting ----------------------------------------------------------------------------
+class AlertingConfig(Strict):
+    """The alert policy; periods count the model's events, so replays give the same alerts."""
+
+    resolve_after_events: int = Field(5000, ge=1, description="quiet events before resolved")
+    cooldown_events: int = Field(2000, ge=0, description="events before a key may fire again")
+    critical_ratio: float = Field(2.0, gt=1, description="score / threshold that is critical")
+    model_alert_min_features: int = Field(2, ge=2, description="features drifting together")
+
+
+# -- I/O ---------------------------------------------------------------------------------
+class KafkaConfig(Strict):
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = Field(min_length=1)
+    group_id: str = Field("driftline", min_length=1)
+    dead_letter_topic: str | None = None
+    client_id: str = "driftline"
+    max_batch_records: int = Field(5000, ge=1)
+    max_record_bytes: int = Field(1_000_000, ge=64)
+    fetch_timeout_ms: int = Field(500, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+class HttpConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class WebhookSinkConfig(Strict):
+    type: Literal["webhook"]
+    url: AnyHttpUrl
+    timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(5, ge=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    queue_size: int = Field(10_000, ge=1)
+
+
+class LogSinkConfig(Strict):
+    type: Literal["log"]
+    stream: Literal["stdout", "stderr"] = "stderr"
+
+
+SinkConfig = Annotated[WebhookSinkConfig | LogSinkConfig, Field(discriminator="type")]
+
+
+class Config(Strict):
+    kafka: KafkaConfig
+    http: HttpConfig = HttpConfig()
+    defaults: Defaults = Defaults()
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    alerting: AlertingConfig = AlertingConfig()
+    shutdown_timeout_s: float = Field(10.0, gt=0)
+
+    def feature_specs(self, model: str) -> dict[str, FeatureSpec]:
+        """The model's monitored series: its features, then its prediction if monitored."""
+        m = self.models[model]
+        specs = dict(m.features)
+        if m.prediction is not None:
+            specs[PREDICTION] = m.prediction
+        return specs
+
+    def detectors_for(self, model: str, feature: str) -> list[str]:
+        """Detectors run on a series: categorical series get the categorical test."""
+        spec = self.feature_specs(model)[feature]
+        if spec.type == "categorical":
+            return ["categorical"]
+        m = self.models[model]
+        return list(spec.detectors or m.detectors or self.defaults.detectors)
+
+    def params_for(self, model: str, feature: str) -> DetectorParams:
+        """Defaults, then the model's overrides, then the feature's."""
+        m = self.models[model]
+        spec = self.feature_specs(model)[feature]
+        return self.defaults.params.merged(m.params).merged(spec.params)
+
+    def reference_for(self, model: str) -> ReferenceSpec:
+        return self.models[model].reference or self.defaults.reference
+
+
+# -- loading -----------------------------------------------------------------------------
+def _expand(value: Any, path: str, env: dict[str, str], errors: list[str]) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed document."""
+    if isinstance(value, dict):
+        return {
+            k: _expand(v, f"{path}.{k}" if path else str(k), env, errors) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_expand(v, f"{path}.{i}", env, errors) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        errors.append(
+            f"{path}: environment variable {name} is not set (or use ${{{name}:-default}})"
+        )
+        return ""
+
+    return _VAR.sub(sub, value)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # Drop pydantic's discriminator tags (sinks.0.webhook.url -> sinks.0.url).
+    parts = [
+        str(p) for p in loc if p not in ("webhook", "log", "function-after", "function-before")
+    ]
+    return ".".join(parts) or "(top level)"
+
+
+def parse_config(document: Any, env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed YAML document; raises ConfigError listing every problem."""
+    if not isinstance(document, dict):
+        raise ConfigError(["(top level): the configuration must be a mapping of sections"])
+    errors: list[str] = []
+    expanded = _expand(document, "", dict(os.environ) if env is None else env, errors)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        unset = {e.split(":", 1)[0] for e in errors}  # already explained by a missing variable
+        for err in exc.errors():
+            where = _location(err["loc"])
+            if where not in unset:
+                errors.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError(errors) from None
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    """Read and validate a YAML configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read the file ({exc.strerror})"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_config(document, env)

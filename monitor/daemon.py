@@ -1,0 +1,229 @@
+"""The daemon: consume, process, dead-letter, commit; serve HTTP; stop cleanly.
+
+For each batch, in this order: fetch, decode and detect, hand alerts to the sinks, forward
+rejected records to the dead-letter topic (awaiting the broker's acknowledgement), and only
+then commit the batch's offsets. A crash at any point re-delivers the uncommitted batch,
+never loses it.
+
+A broker that is unreachable at start or goes away is retried with exponential backoff
+(0.5 s doubling to 30 s), logged once per attempt, while HTTP keeps serving. SIGTERM or
+SIGINT stops fetching, finishes the current batch, flushes the sinks, commits and exits 0;
+the whole stop takes at most ``shutdown_timeout_s`` (default 10 s) plus one fetch timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from sinks.base import Sink
+from sinks.log import LogSink
+from sinks.webhook import WebhookSink
+
+from .config import Config, LogSinkConfig, WebhookSinkConfig
+from .http import build_app
+from .metrics import DriftlineCollector
+from .pipeline import Pipeline
+from .source import KafkaSource, Record, Source, next_offsets
+
+log = logging.getLogger("driftline.daemon")
+
+BACKOFF_START = 0.5
+BACKOFF_CAP = 30.0
+
+
+def build_sinks(config: Config) -> list[Sink]:
+    sinks: list[Sink] = []
+    for spec in config.sinks:
+        if isinstance(spec, WebhookSinkConfig):
+            sinks.append(
+                WebhookSink(
+                    str(spec.url),
+                    timeout_s=spec.timeout_s,
+                    retries=spec.retries,
+                    headers=spec.headers,
+                    queue_size=spec.queue_size,
+                )
+            )
+        elif isinstance(spec, LogSinkConfig):
+            sinks.append(LogSink(sys.stdout if spec.stream == "stdout" else sys.stderr))
+    return sinks
+
+
+class Daemon:
+    """Owns the source, the pipeline, the sinks and the HTTP server, and every task."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: Source | None = None,
+        sinks: Sequence[Sink] | None = None,
+        registry: CollectorRegistry | None = None,
+        version: str = "unknown",
+    ) -> None:
+        self.config = config
+        self.version = version
+        self.source: Source = source if source is not None else KafkaSource(config.kafka)
+        self.pipeline = Pipeline(config, build_sinks(config) if sinks is None else sinks)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(DriftlineCollector(self))
+        self.ready = False
+        self.stopping = False
+        self.source_started = False
+        self.last_kafka_error: str | None = None
+        self.commit_failures = 0
+        self.dead_lettered: Counter[str] = Counter()
+        self.http_port: int | None = None
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def request_stop(self) -> None:
+        if not self.stopping:
+            log.info("stop requested: finishing the current batch")
+        self.stopping = True
+        self.ready = False
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def start_http(self) -> None:
+        self._runner = web.AppRunner(build_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        self.http_port = int(self._runner.addresses[0][1])
+        log.info(
+            "serving /metrics /healthz /readyz /status on http://%s:%s",
+            self.config.http.host,
+            self.http_port,
+        )
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit status."""
+        await self.start_http()
+        for sink in self.pipeline.sinks:
+            await sink.start()
+        self.ready = True
+        try:
+            await self._connect()
+            if self.source_started:
+                await self._consume()
+        finally:
+            await self._shutdown()
+        return 0
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _connect(self) -> None:
+        delay = BACKOFF_START
+        k = self.config.kafka
+        while not self.stopping:
+            try:
+                await self.source.start()
+            except (KafkaError, OSError) as exc:
+                self.last_kafka_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "cannot reach Kafka at %s (%s); retrying in %.1f s",
+                    k.bootstrap_servers,
+                    self.last_kafka_error,
+                    delay,
+                )
+                await self._sleep_or_stop(delay)
+                delay = min(BACKOFF_CAP, delay * 2)
+                continue
+            self.source_started = True
+            self.last_kafka_error = None
+            log.info("consuming %s as group %s from %s", k.topic, k.group_id, k.bootstrap_servers)
+            return
+
+    async def _consume(self) -> None:
+        k = self.config.kafka
+        delay = BACKOFF_START
+        pending: dict[tuple[str, int], int] = {}
+        while not self.stopping:
+            try:
+                records = await self.source.fetch(k.fetch_timeout_ms, k.max_batch_records)
+            except KafkaError as exc:
+                self.last_kafka_error = f"{type(exc).__name__}: {exc}"
+                log.error("fetch failed (%s); retrying in %.1f s", self.last_kafka_error, delay)
+                await self._sleep_or_stop(delay)
+                delay = min(BACKOFF_CAP, delay * 2)
+                continue
+            delay = BACKOFF_START
+            if not records:
+                continue
+            outcome = await self.pipeline.process([r.value for r in records])
+            for rej in outcome.rejected:
+                await self._dead_letter(records[rej.index], rej.reason, rej.detail)
+            pending.update(next_offsets(records))
+            if await self._commit(pending):
+                pending = {}
+        if pending:
+            await self._commit(pending)
+
+    async def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        if not self.config.kafka.dead_letter_topic:
+            return
+        delay = BACKOFF_START
+        while True:  # nothing is lost: the batch is not committed before this succeeds
+            try:
+                await self.source.dead_letter(record, reason, detail)
+                self.dead_lettered[reason] += 1
+                return
+            except KafkaError as exc:
+                log.error(
+                    "dead-lettering %s/%d/%d failed (%s); retrying in %.1f s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                    delay,
+                )
+                if self.stopping and delay >= BACKOFF_CAP:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(BACKOFF_CAP, delay * 2)
+
+    async def _commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        try:
+            await self.source.commit(offsets)
+            return True
+        except KafkaError as exc:
+            self.commit_failures += 1
+            log.warning("offset commit failed (%s); will commit with the next batch", exc)
+            return False
+
+    async def _shutdown(self) -> None:
+        self.ready = False
+        self.stopping = True
+        timeout = self.config.shutdown_timeout_s
+        for sink in self.pipeline.sinks:
+            try:
+                await asyncio.wait_for(sink.close(timeout / 2), timeout)
+            except (TimeoutError, Exception):
+                log.exception("sink %s did not close cleanly", sink.name)
+        if self.source_started:
+            try:
+                await asyncio.wait_for(self.source.stop(), timeout / 2)
+            except TimeoutError:
+                log.error("Kafka client did not stop within %.1f s", timeout / 2)
+            self.source_started = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("stopped")

@@ -1,0 +1,157 @@
+"""Prometheus metrics, pull-model: a collector reads the daemon's state at scrape time.
+
+Labels are bounded: ``model`` and ``feature`` come from the configuration (never from
+events), ``detector``, ``reason`` and ``severity`` from fixed sets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .decode import REJECT_REASONS
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+
+class DriftlineCollector(Collector):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        p = d.pipeline
+        events = CounterMetricFamily(
+            "driftline_events", "Prediction events accepted, per model.", labels=["model"]
+        )
+        ref_ready = GaugeMetricFamily(
+            "driftline_reference_ready",
+            "1 once the model's reference is complete.",
+            labels=["model"],
+        )
+        ref_events = GaugeMetricFamily(
+            "driftline_reference_events", "Events in the model's reference.", labels=["model"]
+        )
+        last_ts = GaugeMetricFamily(
+            "driftline_last_event_timestamp_seconds",
+            "Event time (ts) of the newest event seen, per model.",
+            labels=["model"],
+        )
+        schema = CounterMetricFamily(
+            "driftline_schema_violations",
+            "Events carrying feature keys the model does not declare.",
+            labels=["model"],
+        )
+        missing = CounterMetricFamily(
+            "driftline_feature_missing",
+            "Missing (null or absent) values per series.",
+            labels=["model", "feature"],
+        )
+        wrong = CounterMetricFamily(
+            "driftline_feature_wrong_type",
+            "Values of the wrong type per series (treated as missing).",
+            labels=["model", "feature"],
+        )
+        unseen = CounterMetricFamily(
+            "driftline_feature_unseen_category",
+            "Categorical values absent from the reference, per series.",
+            labels=["model", "feature"],
+        )
+        score = GaugeMetricFamily(
+            "driftline_drift_score",
+            "Drift statistic at the detector's most recent check.",
+            labels=["model", "feature", "detector"],
+        )
+        threshold = GaugeMetricFamily(
+            "driftline_drift_threshold",
+            "Value of the score at which the detector signals.",
+            labels=["model", "feature", "detector"],
+        )
+        active = GaugeMetricFamily(
+            "driftline_drift_active",
+            "1 while a drift alert is firing for the series.",
+            labels=["model", "feature", "detector"],
+        )
+        alerts = CounterMetricFamily(
+            "driftline_alerts", "Alert episodes started.", labels=["model", "detector", "severity"]
+        )
+        for model, mon in p.monitors.items():
+            events.add_metric([model], mon.events)
+            ref_ready.add_metric([model], 1.0 if mon.ready else 0.0)
+            ref_events.add_metric([model], mon.reference_events)
+            if model in p.last_ts:
+                last_ts.add_metric([model], p.last_ts[model])
+            schema.add_metric([model], mon.schema_violations)
+            for j, name in enumerate(mon.schema.series):
+                missing.add_metric([model, name], int(mon.missing[j]))
+                wrong.add_metric([model, name], int(mon.wrong_type[j]))
+            bank = mon.bank
+            if bank is not None:
+                for j, name in enumerate(mon.schema.categorical):
+                    unseen.add_metric([model, name], int(bank.unseen[j]))
+                for (feature, det), st in bank.status.items():
+                    labels = [model, feature, det]
+                    if math.isfinite(st.score):
+                        score.add_metric(labels, st.score)
+                    if math.isfinite(st.threshold):
+                        threshold.add_metric(labels, st.threshold)
+                    active.add_metric(labels, 1.0 if p.policy.active(model, feature, det) else 0.0)
+            for (det, severity), n in sorted(p.policy.state(model).fired_total.items()):
+                alerts.add_metric([model, det, severity], n)
+        yield from (
+            events,
+            ref_ready,
+            ref_events,
+            last_ts,
+            schema,
+            missing,
+            wrong,
+            unseen,
+            score,
+            threshold,
+            active,
+            alerts,
+        )
+
+        rejected = CounterMetricFamily(
+            "driftline_events_rejected", "Records rejected, by reason.", labels=["reason"]
+        )
+        for reason in REJECT_REASONS:
+            rejected.add_metric([reason], p.rejected.get(reason, 0))
+        yield rejected
+        dead = CounterMetricFamily(
+            "driftline_dead_letters",
+            "Rejected records forwarded to the dead-letter topic.",
+            labels=["reason"],
+        )
+        for reason in REJECT_REASONS:
+            dead.add_metric([reason], d.dead_lettered.get(reason, 0))
+        yield dead
+        lag = d.source.lag() if d.source_started else None
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "driftline_consumer_lag_records",
+                "Records between the consumer and the assigned partitions' high watermarks.",
+                value=lag,
+            )
+        yield GaugeMetricFamily(
+            "driftline_kafka_connected",
+            "1 while the Kafka consumer is connected.",
+            value=1.0 if d.source_started else 0.0,
+        )
+        yield CounterMetricFamily("driftline_batches", "Batches processed.", value=p.batches)
+        yield CounterMetricFamily(
+            "driftline_batch_processing_seconds",
+            "Time spent decoding, detecting and alerting.",
+            value=p.processing_seconds,
+        )
+        yield CounterMetricFamily(
+            "driftline_commit_failures",
+            "Offset commits that failed (retried with the next batch).",
+            value=d.commit_failures,
+        )

@@ -1,0 +1,198 @@
+"""Where records come from: a small protocol, an in-memory source for unit tests, and the
+real Kafka consumer (aiokafka, consumer group, manual commits)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .config import KafkaConfig
+
+log = logging.getLogger("driftline.source")
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Source(Protocol):
+    """A stream of records with explicit commits (commit only what has been processed)."""
+
+    async def start(self) -> None: ...
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]: ...
+
+    async def commit(self, offsets: Offsets) -> None: ...
+
+    async def dead_letter(self, record: Record, reason: str, detail: str) -> None: ...
+
+    def lag(self) -> int | None: ...
+
+    def assignment(self) -> list[tuple[str, int]]: ...
+
+    async def stop(self) -> None: ...
+
+
+def next_offsets(records: Iterable[Record]) -> Offsets:
+    """The offsets to commit after ``records``: one past the last of each partition."""
+    out: Offsets = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        if r.offset + 1 > out.get(key, -1):
+            out[key] = r.offset + 1
+    return out
+
+
+@dataclass
+class MemorySource:
+    """Records from a list, for unit tests; remembers commits and dead letters."""
+
+    values: list[bytes | None]
+    topic: str = "memory"
+    position: int = 0
+    committed: Offsets = field(default_factory=dict)
+    dead: list[tuple[Record, str, str]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        return None
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
+        chunk = self.values[self.position : self.position + max_records]
+        out = [Record(self.topic, 0, self.position + i, None, v) for i, v in enumerate(chunk)]
+        self.position += len(chunk)
+        return out
+
+    async def commit(self, offsets: Offsets) -> None:
+        self.committed.update(offsets)
+
+    async def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.dead.append((record, reason, detail))
+
+    def lag(self) -> int | None:
+        return len(self.values) - self.position
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return [(self.topic, 0)]
+
+    async def stop(self) -> None:
+        return None
+
+
+class KafkaSource:
+    """An aiokafka consumer in ``group_id``; auto-commit is off: the daemon commits the
+    offsets of a batch only after the batch is fully processed. Dead letters go to
+    ``dead_letter_topic`` unchanged (same key and value, original headers kept) with the
+    reason in the ``driftline-reason`` header."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._next: Offsets = {}
+
+    async def start(self) -> None:
+        c = self.config
+        consumer = AIOKafkaConsumer(
+            c.topic,
+            bootstrap_servers=c.bootstrap_servers,
+            group_id=c.group_id,
+            client_id=c.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=c.auto_offset_reset,
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.heartbeat_interval_ms,
+            max_partition_fetch_bytes=max(1_048_576, c.max_record_bytes * 2),
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self.consumer = consumer
+        if c.dead_letter_topic:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=c.bootstrap_servers,
+                client_id=f"{c.client_id}-dlq",
+                acks="all",
+                max_request_size=max(1_048_576, c.max_record_bytes * 2),
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                await consumer.stop()
+                self.consumer = None
+                raise
+            self.producer = producer
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
+        assert self.consumer is not None
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        out: list[Record] = []
+        for tp in sorted(batches, key=lambda t: t.partition):
+            for m in batches[tp]:
+                out.append(
+                    Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+                )
+            if batches[tp]:
+                self._next[(tp.topic, tp.partition)] = batches[tp][-1].offset + 1
+        return out
+
+    async def commit(self, offsets: Offsets) -> None:
+        assert self.consumer is not None
+        await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+
+    async def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        if self.producer is None or not self.config.dead_letter_topic:
+            return
+        headers = [
+            *record.headers,
+            ("driftline-reason", reason.encode()),
+            ("driftline-detail", detail[:500].encode()),
+            ("driftline-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        await self.producer.send_and_wait(
+            self.config.dead_letter_topic, value=record.value, key=record.key, headers=headers
+        )
+
+    def lag(self) -> int | None:
+        """Records between what was fetched and the partitions' high watermarks (the
+        broker's figure, which can trail; never negative)."""
+        if self.consumer is None:
+            return None
+        total, known = 0, False
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            nxt = self._next.get((tp.topic, tp.partition))
+            if high is not None and nxt is not None:
+                total += max(0, high - nxt)
+                known = True
+        return total if known else None
+
+    def assignment(self) -> list[tuple[str, int]]:
+        if self.consumer is None:
+            return []
+        return sorted((tp.topic, tp.partition) for tp in self.consumer.assignment())
+
+    async def stop(self) -> None:
+        for client in (self.producer, self.consumer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except KafkaError as exc:  # pragma: no cover - best effort at shutdown
+                    log.warning("error while closing a Kafka client: %s", exc)
+        self.producer = None
+        self.consumer = None

@@ -1,0 +1,47 @@
+"""Log sink: one JSON line per alert."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import orjson
+
+from .base import AlertLike
+
+
+class LogSink:
+    """Writes each alert as one JSON object on its own line.
+
+    >>> import io
+    >>> class A:
+    ...     id, status = "dl-1", "firing"
+    ...     def to_dict(self): return {"id": self.id, "status": self.status}
+    >>> out = io.StringIO()
+    >>> import asyncio; asyncio.run(LogSink(out).emit([A()]))
+    >>> out.getvalue()
+    '{"event":"driftline_alert","id":"dl-1","status":"firing"}\\n'
+    """
+
+    name = "log"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.sent = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def emit(self, alerts: Sequence[AlertLike]) -> None:
+        for alert in alerts:
+            line = orjson.dumps({"event": "driftline_alert", **alert.to_dict()})
+            self.stream.write(line.decode() + "\n")
+            self.sent += 1
+        self.stream.flush()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        self.stream.flush()
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self.sent}
