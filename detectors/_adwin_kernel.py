@@ -218,6 +218,7 @@ def _run_series(
     min_len,
     grace,
     det,
+    det_score,
     n_det,
     n_missing,
 ):
@@ -286,6 +287,7 @@ def _run_series(
                 istate[s, I_PENDING] = 1
                 istate[s, I_DETECTIONS] += 1
                 det[s, nd] = r
+                det_score[s, nd] = score
                 nd += 1
     n_det[s] = nd
 
@@ -306,6 +308,7 @@ def adwin_update(
     min_len,
     grace,
     det,
+    det_score,
     n_det,
     n_missing,
 ):
@@ -327,6 +330,7 @@ def adwin_update(
             min_len,
             grace,
             det,
+            det_score,
             n_det,
             n_missing,
         )
@@ -348,6 +352,7 @@ def adwin_update_parallel(
     min_len,
     grace,
     det,
+    det_score,
     n_det,
     n_missing,
 ):
@@ -369,6 +374,7 @@ def adwin_update_parallel(
             min_len,
             grace,
             det,
+            det_score,
             n_det,
             n_missing,
         )

@@ -168,6 +168,7 @@ class ADWIN:
         # A series can signal at most once per `clock` values (the update after a
         # detection starts a new window).
         det = np.empty((n_series, n_events // self.clock + 1), dtype=np.int64)
+        det_score = np.empty(det.shape)
         n_det = np.zeros(n_series, dtype=np.int64)
         n_missing = np.zeros(n_series, dtype=np.int64)
         kernel = k.adwin_update_parallel if self.parallel else k.adwin_update
@@ -186,10 +187,12 @@ class ADWIN:
             float(self.min_window_length),
             float(self.grace_period),
             det,
+            det_score,
             n_det,
             n_missing,
         )
         detections = tuple(det[i, : n_det[i]].copy() for i in range(n_series))
+        scores = tuple(det_score[i, : n_det[i]].copy() for i in range(n_series))
         score = self._fstate[:, k.F_SCORE].copy()
         return DriftResult(
             detections=detections,
@@ -201,6 +204,7 @@ class ADWIN:
             n_missing=n_missing,
             drifting=self._istate[:, k.I_PENDING] == 1,
             extra={"mean": self.mean, "variance": self.variance},
+            detection_scores=scores,
         )
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:

@@ -46,6 +46,9 @@ class DriftResult:
         NaN values skipped in this batch.
     drifting
         Whether the most recent check signalled drift.
+    detection_scores
+        One float array per series, parallel to ``detections``: the score at each detecting
+        check (the statistic that crossed the threshold, not the batch's last).
     """
 
     detections: tuple[IntArray, ...]
@@ -57,6 +60,7 @@ class DriftResult:
     n_missing: IntArray
     drifting: BoolArray
     extra: dict[str, FloatArray] = field(default_factory=dict)
+    detection_scores: tuple[FloatArray, ...] = ()
 
     @cached_property
     def p_value(self) -> FloatArray:
@@ -148,9 +152,13 @@ def check_probability(name: str, value: object) -> float:
 
 def rows_where(rows: IntArray, mask: BoolArray) -> tuple[IntArray, ...]:
     """Per series (row of ``rows``), the entries where ``mask`` holds, as int64 arrays."""
+    return values_where(rows.astype(np.int64, copy=False), mask)
+
+
+def values_where(values: npt.NDArray[Any], mask: BoolArray) -> tuple[npt.NDArray[Any], ...]:
+    """Per series (row of ``values``), the entries where ``mask`` holds."""
     counts = mask.sum(axis=1)
-    flat = rows[mask].astype(np.int64, copy=False)
-    return tuple(np.split(flat, np.cumsum(counts)[:-1]))
+    return tuple(np.split(values[mask], np.cumsum(counts)[:-1]))
 
 
 def state_header(kind: str, params: dict[str, Any]) -> State:

@@ -23,6 +23,7 @@ from .base import (
     rows_where,
     series_indices,
     state_header,
+    values_where,
 )
 
 
@@ -140,7 +141,8 @@ class CategoricalDrift:
         p = np.ones(rows.shape)
         tested = checked & (dofs > 0)
         p[tested] = special.chdtrc(dofs[tested].astype(np.float64), stats[tested])
-        detections = rows_where(rows, checked & (p <= self.alpha))
+        hit = checked & (p <= self.alpha)
+        detections = rows_where(rows, hit)
         has = np.flatnonzero(n_checks > 0)
         last = n_checks[has] - 1
         psi = smoothed_psi(snaps[has, last], self._ref_counts[has])
@@ -159,6 +161,7 @@ class CategoricalDrift:
             n_missing=n_missing,
             drifting=p_value <= self.alpha,
             extra={"psi": psi.copy(), "unseen_share": unseen},
+            detection_scores=values_where(stats, hit),
         )
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:

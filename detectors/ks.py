@@ -21,6 +21,7 @@ from .base import (
     rows_where,
     series_indices,
     state_header,
+    values_where,
 )
 
 Method = Literal["auto", "exact", "asymp"]
@@ -151,8 +152,10 @@ class KS:
         )
         checked = np.arange(max_checks) < n_checks[:, None]
         reject = np.zeros_like(checked)
+        snapped = np.zeros_like(stats)
         for null, members in self._groups:
             reject[members] = null.reject(stats[members])
+            snapped[members] = null.statistic(stats[members])
         has = n_checks > 0
         self._d_raw[has] = stats[has, n_checks[has] - 1]
         score = np.full(n_series, np.nan)
@@ -165,6 +168,7 @@ class KS:
         d_raw = self._d_raw.copy()
         return DriftResult(
             detections=rows_where(rows, reject & checked),
+            detection_scores=values_where(snapped, reject & checked),
             score=score,
             p_value_source=lambda: self._p_values(d_raw),
             threshold=self._threshold.copy(),

@@ -22,6 +22,7 @@ from .base import (
     rows_where,
     series_indices,
     state_header,
+    values_where,
 )
 
 ThresholdMode = Literal["adaptive", "fixed"]
@@ -181,7 +182,8 @@ class PSI:
         )
         checked = np.arange(rows.shape[1]) < n_checks[:, None]
         scores = smoothed_psi(snaps, self._ref_counts[:, None, :], self._n_bins[:, None])
-        detections = rows_where(rows, checked & (scores >= self._alert[:, None]))
+        hit = checked & (scores >= self._alert[:, None])
+        detections = rows_where(rows, hit)
         has = n_checks > 0
         self._score[has] = scores[has, n_checks[has] - 1]
         return DriftResult(
@@ -194,6 +196,7 @@ class PSI:
             n_missing=n_missing,
             drifting=self._score >= self._alert,
             extra={"warn_threshold": self._warn.copy()},
+            detection_scores=values_where(scores, hit),
         )
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:

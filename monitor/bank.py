@@ -32,6 +32,8 @@ class Detection:
     feature: str
     detector: str
     ts: float
+    score: float = float("nan")  # the statistic at the detecting check
+    threshold: float = float("nan")
 
 
 @dataclass
@@ -220,8 +222,12 @@ class DetectorBank:
                 st.window_size = int(result.window_size[s])
                 st.reference_size = int(result.reference_size[s])
                 st._result, st._j = result, s
-                for row in result.detections[s].tolist():
-                    detections.append(Detection(first_event + row, name, g.detector, ts[row]))
+                rows = result.detections[s].tolist()
+                scores = result.detection_scores[s].tolist()
+                for row, score in zip(rows, scores, strict=True):
+                    detections.append(
+                        Detection(first_event + row, name, g.detector, ts[row], score, st.threshold)
+                    )
         self._remember(batch.numeric, cat_codes)
         detections.sort(key=lambda d: (d.event, d.feature, d.detector))
         return detections

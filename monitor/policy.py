@@ -153,7 +153,7 @@ class AlertPolicy:
                 continue
             if d.event < st.quiet_until:
                 continue
-            severity = self._severity(mon, d.feature, d.detector)
+            severity = self._severity(d)
             ep = _Episode(
                 alert_id(mon.model, d.feature, d.detector, d.event),
                 d.event,
@@ -164,7 +164,7 @@ class AlertPolicy:
             st.episode = ep
             key = (d.detector, severity)
             ma.fired_total[key] = ma.fired_total.get(key, 0) + 1
-            alerts.append(self._alert(mon, d.feature, d.detector, ep, "firing", d.event))
+            alerts.append(self._alert(mon, d.feature, d.detector, ep, "firing", d.event, d))
             alerts += self._model_level(mon, ma, d.event, d.ts)
         alerts += self._resolve_due(mon, ma, before=first_event + len(ts), ts_of=ts_of)
         return alerts
@@ -192,17 +192,17 @@ class AlertPolicy:
             out += self._model_level(mon, ma, at, ts_of(at))
         return out
 
-    def _severity(self, mon: ModelMonitor, feature: str, detector: str) -> str:
-        st = mon.bank.status.get((feature, detector)) if mon.bank else None
-        if st is None or not (st.threshold > 0) or not math.isfinite(st.score):
+    def _severity(self, d: Detection) -> str:
+        """Critical when the detecting statistic is ``critical_ratio`` times its threshold."""
+        if not (d.threshold > 0) or not math.isfinite(d.score):
             return "warning"
-        return "critical" if st.score / st.threshold >= self.config.critical_ratio else "warning"
+        return "critical" if d.score / d.threshold >= self.config.critical_ratio else "warning"
 
     def _maybe_escalate(self, mon: ModelMonitor, d: Detection, ep: _Episode) -> list[Alert]:
-        if ep.severity == "critical" or self._severity(mon, d.feature, d.detector) != "critical":
+        if ep.severity == "critical" or self._severity(d) != "critical":
             return []
         ep.severity = "critical"
-        return [self._alert(mon, d.feature, d.detector, ep, "firing", d.event)]
+        return [self._alert(mon, d.feature, d.detector, ep, "firing", d.event, d)]
 
     def _model_level(
         self, mon: ModelMonitor, ma: ModelAlerts, event: int, ts: float
@@ -268,13 +268,17 @@ class AlertPolicy:
         ep: _Episode,
         status: str,
         event: int,
+        d: Detection | None = None,
         ended_ts: float | None = None,
     ) -> Alert:
+        """An alert for one key; a firing alert reports the detecting check's score."""
         bank = mon.bank
         st = bank.status.get((feature, detector)) if bank else None
+        score = d.score if d is not None else (st.score if st else None)
+        threshold = d.threshold if d is not None else (st.threshold if st else None)
         ratio = ""
-        if st is not None and math.isfinite(st.score) and st.threshold > 0:
-            ratio = f" (score {st.score:.4g}, threshold {st.threshold:.4g})"
+        if score is not None and threshold is not None and math.isfinite(score):
+            ratio = f" (score {score:.4g}, threshold {threshold:.4g})"
         text = (
             f"{mon.model}/{feature}: {detector} drift {status}{ratio}"
             if status == "firing"
@@ -287,8 +291,8 @@ class AlertPolicy:
             feature=feature,
             detector=detector,
             severity=ep.severity,
-            score=st.score if st else None,
-            threshold=st.threshold if st else None,
+            score=score,
+            threshold=threshold,
             p_value=st.p_value if st else None,
             started_at=ep.started_at,
             ended_at=self._when(ended_ts if ended_ts is not None else math.nan)

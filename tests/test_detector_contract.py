@@ -105,6 +105,19 @@ def test_follows_the_protocol(kind: str) -> None:
     assert all(d.dtype == np.int64 for d in result.detections)
 
 
+def test_each_detection_carries_the_score_that_crossed_the_threshold(kind: str) -> None:
+    det, X = _make(kind, 1)
+    result = det.update(X)
+    assert any(len(d) for d in result.detections)
+    for s, rows in enumerate(result.detections):
+        scores = result.detection_scores[s]
+        assert len(scores) == len(rows)
+        if kind.startswith("adwin"):
+            assert (scores > 1.0).all()  # some cut exceeded eps_cut
+        elif kind.startswith(("psi", "ks")):
+            assert (scores >= result.threshold[s]).all()
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_batch_splits_do_not_change_anything(kind: str, seed: int) -> None:
     rng = np.random.default_rng(100 + seed)

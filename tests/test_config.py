@@ -1,0 +1,126 @@
+"""Configuration: the example file, every error listed with its path, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config, parse_config
+from monitor.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "credit.yaml"
+ENV = {"ALERT_WEBHOOK_URL": "http://127.0.0.1:9999/hook"}
+
+
+def minimal(**extra: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "kafka": {"topic": "predictions"},
+        "models": {"m": {"features": {"x": "numeric", "c": "categorical"}}},
+    }
+    doc.update(extra)
+    return doc
+
+
+def errors_of(document: object, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, env=env or {})
+    return info.value.errors
+
+
+def test_the_issue_example_is_accepted_as_written() -> None:
+    cfg = load_config(EXAMPLE, env=ENV)
+    assert cfg.kafka.bootstrap_servers == "localhost:9092"  # ${KAFKA_BOOTSTRAP:-...} default
+    assert cfg.kafka.dead_letter_topic == "predictions.dlq"
+    assert cfg.http.port == 9108
+    assert cfg.reference_for("credit-v1").warmup == 2000
+    assert list(cfg.feature_specs("credit-v1")) == ["salary", "age", "elevel", "prediction"]
+    assert cfg.detectors_for("credit-v1", "salary") == ["psi", "ks", "adwin"]
+    assert cfg.detectors_for("credit-v1", "elevel") == ["categorical"]
+    assert [s.type for s in cfg.sinks] == ["webhook", "log"]
+
+
+def test_environment_overrides_defaults() -> None:
+    cfg = load_config(EXAMPLE, env={**ENV, "KAFKA_BOOTSTRAP": "10.0.0.1:9093"})
+    assert cfg.kafka.bootstrap_servers == "10.0.0.1:9093"
+
+
+def test_every_error_is_listed_with_its_path() -> None:
+    bad = {
+        "kafka": {"topic": ""},
+        "http": {"port": 70000},
+        "models": {
+            "credit-v1": {
+                "features": {
+                    "salary": "numerc",
+                    "age": {"type": "numeric", "params": {"ks": {"alpha": 2}}},
+                },
+                "reference": {},
+            }
+        },
+        "sinks": [{"type": "webhook", "url": "ftp://example.org"}, {"type": "pager"}],
+        "colour": "blue",
+    }
+    errors = errors_of(bad)
+    paths = [e.split(":", 1)[0] for e in errors]
+    assert paths == [
+        "kafka.topic",
+        "http.port",
+        "models.credit-v1.features.salary.type",
+        "models.credit-v1.features.age.params.ks.alpha",
+        "models.credit-v1.reference",
+        "sinks.0.url",
+        "sinks.1",
+        "colour",
+    ]
+
+
+def test_unset_variable_is_named_once() -> None:
+    errors = errors_of({**minimal(), "sinks": [{"type": "webhook", "url": "${HOOK}"}]})
+    assert errors == ["sinks.0.url: environment variable HOOK is not set (or use ${HOOK:-default})"]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("kafka:\n  topic: [unclosed\n")
+    with pytest.raises(ConfigError, match="line 3"):
+        load_config(f, env={})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config("/nonexistent/driftline.yaml", env={})
+
+
+def test_parameter_overrides_merge_defaults_model_and_feature() -> None:
+    cfg = parse_config(
+        minimal(
+            defaults={"params": {"ks": {"window": 800}}},
+            models={
+                "m": {
+                    "params": {"ks": {"alpha": 0.05}},
+                    "detectors": ["ks"],
+                    "features": {
+                        "x": {"type": "numeric", "params": {"ks": {"stride": 7}}},
+                        "y": "numeric",
+                    },
+                }
+            },
+        ),
+        env={},
+    )
+    x = cfg.params_for("m", "x").ks
+    y = cfg.params_for("m", "y").ks
+    assert (x.window, x.alpha, x.stride) == (800, 0.05, 7)
+    assert (y.window, y.alpha, y.stride) == (800, 0.05, 100)
+    assert cfg.detectors_for("m", "x") == ["ks"]
+
+
+def test_prediction_is_a_reserved_feature_name() -> None:
+    errors = errors_of(minimal(models={"m": {"features": {"prediction": "numeric"}}}))
+    assert errors[0].startswith("models.m.features:")
+
+
+def test_reference_is_warmup_or_file_not_both() -> None:
+    errors = errors_of(minimal(defaults={"reference": {"warmup": 100, "file": "r.json"}}))
+    assert errors == ["defaults.reference: give warmup or file, not both"]

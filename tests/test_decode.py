@@ -1,0 +1,107 @@
+"""Decoding: the wire contract, reject reasons and data-quality counts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from monitor.config import parse_config
+from monitor.decode import Decoder
+
+CONFIG = parse_config(
+    {
+        "kafka": {"topic": "p", "max_record_bytes": 1000},
+        "models": {
+            "credit-v1": {
+                "features": {"salary": "numeric", "age": "numeric", "elevel": "categorical"},
+                "prediction": "numeric",
+            }
+        },
+    },
+    env={},
+)
+
+
+def event(**over: object) -> bytes:
+    doc: dict[str, object] = {
+        "model": "credit-v1",
+        "id": "0f8e",
+        "ts": 1764158400.25,
+        "features": {"salary": 52000.0, "age": 41, "elevel": "2"},
+        "prediction": 0.83,
+        "label": 1,
+    }
+    doc.update(over)
+    return orjson.dumps(doc)
+
+
+def test_the_contract_example_decodes() -> None:
+    batches, rejected = Decoder(CONFIG).decode([event()])
+    assert rejected == []
+    b = batches["credit-v1"]
+    assert b.numeric.tolist() == [[52000.0, 41.0, 0.83]]
+    assert b.categorical == [["2"]]
+    assert b.ids == ["0f8e"] and b.ts == [1764158400.25] and b.labels == [1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "bad_json"),
+        (b"[1, 2]", "not_an_object"),
+        (orjson.dumps({"features": {}}), "missing_model"),
+        (orjson.dumps({"model": 3, "features": {}}), "wrong_type"),
+        (orjson.dumps({"model": "other", "features": {}}), "unknown_model"),
+        (orjson.dumps({"model": "credit-v1"}), "missing_features"),
+        (orjson.dumps({"model": "credit-v1", "features": [1]}), "wrong_type"),
+        (event(ts="yesterday"), "wrong_type"),
+        (event(ts="2025-11-26T12:00:00"), "wrong_type"),  # no timezone
+        (event(id=17), "wrong_type"),
+        (event(prediction={"p": 1}), "wrong_type"),
+        (b"x" * 1001, "oversized"),
+        (b"", "empty"),
+        (None, "empty"),
+    ],
+)
+def test_unusable_envelopes_are_rejected_with_a_reason(raw: bytes | None, reason: str) -> None:
+    batches, rejected = Decoder(CONFIG).decode([event(), raw, event()])
+    assert [(r.index, r.reason) for r in rejected] == [(1, reason)]
+    assert rejected[0].detail
+    assert batches["credit-v1"].index == [0, 2]
+
+
+def test_odd_feature_values_are_data_quality_not_rejections() -> None:
+    values = [
+        event(features={"salary": "lots", "age": None, "elevel": 2, "extra": 1}),
+        event(features={"salary": 1.0, "elevel": {"x": 1}}),
+        event(features={"salary": True, "age": 3, "elevel": 2.0}, prediction="yes"),
+    ]
+    batches, rejected = Decoder(CONFIG).decode(values)
+    assert rejected == []
+    b = batches["credit-v1"]
+    assert np.isnan(b.numeric[0, 0]) and np.isnan(b.numeric[1, 1])
+    assert b.numeric[2, 0] == 1.0  # a boolean counts as 1
+    # series order: salary, age, prediction, elevel
+    assert b.wrong_type.tolist() == [1, 0, 1, 1]
+    assert b.missing.tolist() == [0, 2, 0, 0]
+    assert b.categorical == [["2", None, "2"]]  # 2, "2" and 2.0 are one category
+    assert b.schema_violations == 1
+
+
+def test_fast_and_slow_numeric_paths_agree() -> None:
+    rng = np.random.default_rng(0)
+    clean = [event(features={"salary": float(v), "age": 30, "elevel": "1"}) for v in rng.normal(size=50)]
+    dirty = [*clean, event(features={"salary": "x", "age": 30, "elevel": "1"})]
+    fast = Decoder(CONFIG).decode(clean)[0]["credit-v1"]
+    slow = Decoder(CONFIG).decode(dirty)[0]["credit-v1"]
+    assert np.array_equal(fast.numeric, slow.numeric[:50])
+    assert fast.missing.tolist() == slow.missing.tolist() == [0, 0, 0, 0]
+
+
+def test_rfc3339_and_missing_timestamps() -> None:
+    batches, _ = Decoder(CONFIG).decode([event(ts="2025-11-26T12:00:00Z"), event(ts=None)])
+    ts = batches["credit-v1"].ts
+    assert ts[0] == 1764158400.0 and math.isnan(ts[1])
