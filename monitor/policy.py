@@ -64,7 +64,7 @@ class Alert:
     started_at: str
     ended_at: str | None
     start_event: int
-    event: int  # the model's event index at which this status took effect
+    at_event: int  # the model's event index at which this status took effect
     window_size: int | None = None
     reference_size: int | None = None
     reference_summary: dict[str, Any] | None = None
@@ -255,7 +255,7 @@ class AlertPolicy:
             started_at=ep.started_at,
             ended_at=self._when(ts) if status == "resolved" else None,
             start_event=ep.start_event,
-            event=event,
+            at_event=event,
             features=drifting,
             summary=text,
         )
@@ -299,7 +299,7 @@ class AlertPolicy:
             if status == "resolved"
             else None,
             start_event=ep.start_event,
-            event=event,
+            at_event=event,
             window_size=st.window_size if st else None,
             reference_size=st.reference_size if st else None,
             reference_summary=bank.ref_summary.get(feature) if bank else None,

@@ -93,7 +93,9 @@ def test_odd_feature_values_are_data_quality_not_rejections() -> None:
 
 def test_fast_and_slow_numeric_paths_agree() -> None:
     rng = np.random.default_rng(0)
-    clean = [event(features={"salary": float(v), "age": 30, "elevel": "1"}) for v in rng.normal(size=50)]
+    clean = [
+        event(features={"salary": float(v), "age": 30, "elevel": "1"}) for v in rng.normal(size=50)
+    ]
     dirty = [*clean, event(features={"salary": "x", "age": 30, "elevel": "1"})]
     fast = Decoder(CONFIG).decode(clean)[0]["credit-v1"]
     slow = Decoder(CONFIG).decode(dirty)[0]["credit-v1"]

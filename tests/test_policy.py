@@ -65,8 +65,16 @@ def stream(n: int, shifted: tuple[int, int], seed: int = 0, features: str = "ab"
             "b": float(rng.normal(0.0, 1.0)) + (2.5 if on and "b" in features else 0.0),
             "c": str(rng.choice(3)),
         }
-        out.append(orjson.dumps({"model": "m", "ts": 1.7e9 + i, "features": feats,
-                                 "prediction": float(rng.random())}))
+        out.append(
+            orjson.dumps(
+                {
+                    "model": "m",
+                    "ts": 1.7e9 + i,
+                    "features": feats,
+                    "prediction": float(rng.random()),
+                }
+            )
+        )
     return out
 
 
@@ -104,10 +112,10 @@ def test_a_shift_fires_once_per_key_and_resolves_after_quiet() -> None:
         assert a.ended_at is not None
         if a.detector in ("ks", "psi"):
             # "differs from the reference": lasts until the shift is over (plus the quiet period)
-            assert a.event >= 7000 + 2000
+            assert a.at_event >= 7000 + 2000
         elif a.detector == "adwin":
             # "the series changed": ADWIN adapts to the new level and falls quiet
-            assert a.event == a.start_event + 2000
+            assert a.at_event == a.start_event + 2000
     assert all(4000 <= a.start_event < 5000 for a in firing if a.detector != "adwin")
 
 
@@ -123,8 +131,8 @@ def test_ids_and_transitions_do_not_depend_on_batching() -> None:
     for _ in range(3):
         cuts = random_cuts(rng, 12000, max_cuts=30)
         got = run(config(), values, cuts)
-        assert [(a.id, a.status, a.event, a.start_event) for a in got] == [
-            (a.id, a.status, a.event, a.start_event) for a in ref
+        assert [(a.id, a.status, a.at_event, a.start_event) for a in got] == [
+            (a.id, a.status, a.at_event, a.start_event) for a in ref
         ]
 
 
@@ -133,7 +141,10 @@ def test_model_level_alert_when_features_drift_together() -> None:
     alerts = run(config(), values, [(0, 12000)])
     model_level = [a for a in alerts if a.feature is None]
     assert [a.status for a in model_level] == ["firing", "resolved"]
-    assert model_level[0].detector == "multiple" and set(model_level[0].features or []) == {"a", "b"}
+    assert model_level[0].detector == "multiple" and set(model_level[0].features or []) == {
+        "a",
+        "b",
+    }
     one = run(config(), stream(12000, (4000, 7000), seed=1, features="a"), [(0, 12000)])
     assert not [a for a in one if a.feature is None]
 

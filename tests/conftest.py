@@ -1,0 +1,163 @@
+"""Shared fixtures: a real Kafka-protocol broker (Tansu) and a real webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from monitor.broker import EmbeddedBroker, create_topics_sync
+
+_topic_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def topic(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> str:
+    """A fresh topic (and its dead-letter topic) per test."""
+    name = f"t{next(_topic_ids)}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+    create_topics_sync(broker.bootstrap, [name, f"{name}.dlq"])
+    return name
+
+
+def loan_events(n: int, drift_at: int | None, seed: int = 0) -> list[bytes]:
+    """Prediction events; from ``drift_at`` on, salaries drop by 30%."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        drift = drift_at is not None and i >= drift_at
+        salary = float(rng.normal(52000.0, 8000.0)) * (0.7 if drift else 1.0)
+        out.append(
+            orjson.dumps(
+                {
+                    "model": "credit-v1",
+                    "id": f"e{i}",
+                    "ts": 1764158400.0 + i,
+                    "features": {
+                        "salary": salary,
+                        "age": int(rng.integers(20, 70)),
+                        "elevel": str(int(rng.integers(0, 5))),
+                    },
+                    "prediction": float(rng.random()),
+                }
+            )
+        )
+    return out
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"credit-v1") -> None:
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            for v in values:
+                await producer.send(topic, v, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def daemon_config(bootstrap: str, topic: str, **over: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "topic": topic,
+            "group_id": f"{topic}-g",
+            "dead_letter_topic": f"{topic}.dlq",
+            "session_timeout_ms": 2000,
+            "heartbeat_interval_ms": 300,
+            "fetch_timeout_ms": 200,
+        },
+        "http": {"host": "127.0.0.1", "port": 0},
+        "defaults": {"reference": {"warmup": 1000}},
+        "alerting": {"resolve_after_events": 1000, "cooldown_events": 500},
+        "models": {
+            "credit-v1": {
+                "features": {"salary": "numeric", "age": "numeric", "elevel": "categorical"},
+                "prediction": "numeric",
+            }
+        },
+        "sinks": [],
+    }
+    for key, value in over.items():
+        doc[key] = value
+    return doc
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 collecting the JSON bodies POSTed to /hook."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.port = 0
+        self.fail_first = 0  # answer 500 to this many requests first
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return [a for body in self.bodies for a in body["alerts"]]
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+
+        async def hook(request: web.Request) -> web.Response:
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return web.Response(status=500)
+            self.bodies.append(await request.json())
+            return web.Response(text="ok")
+
+        async def start() -> web.AppRunner:
+            app = web.Application()
+            app.router.add_post("/hook", hook)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = int(runner.addresses[0][1])
+            return runner
+
+        self._runner = self._loop.run_until_complete(start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver().start()
+    yield r
+    r.stop()

@@ -1,0 +1,388 @@
+"""End to end against a real Kafka-protocol broker (Tansu), a real webhook receiver over
+HTTP, real Prometheus tooling, and the real ``driftline`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.broker import EmbeddedBroker, free_port
+from monitor.config import parse_config
+from monitor.daemon import Daemon
+
+from .conftest import WebhookReceiver, daemon_config, loan_events, produce
+
+
+async def run_until(
+    daemon: Daemon,
+    done: Callable[[], bool],
+    timeout: float = 60.0,
+    then: Callable[[Daemon], Awaitable[Any]] | None = None,
+) -> Any:
+    task = asyncio.create_task(daemon.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            if task.done():
+                raise AssertionError(f"daemon stopped early: {task.result()!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the daemon")
+            await asyncio.sleep(0.1)
+        return await then(daemon) if then is not None else None
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+def get(port: int | None, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_drift_on_one_feature_alerts_the_webhook_naming_it(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver
+) -> None:
+    produce(broker.bootstrap, topic, loan_events(6000, drift_at=3500))
+    cfg = parse_config(
+        daemon_config(broker.bootstrap, topic, sinks=[{"type": "webhook", "url": receiver.url}]),
+        env={},
+    )
+    daemon = Daemon(cfg)
+    asyncio.run(
+        run_until(
+            daemon,
+            lambda: (
+                daemon.pipeline.monitors["credit-v1"].events >= 6000 and len(receiver.alerts) >= 3
+            ),
+        )
+    )
+    firing = [a for a in receiver.alerts if a["status"] == "firing"]
+    assert {a["feature"] for a in firing} == {"salary"}
+    assert {a["detector"] for a in firing} >= {"ks", "psi"}
+    for a in firing:
+        assert a["id"].startswith("dl-") and a["model"] == "credit-v1"
+        assert a["severity"] in ("warning", "critical")
+        assert a["score"] >= a["threshold"] or a["detector"] == "adwin"
+        assert a["started_at"].endswith("Z") and a["reference_summary"]["n"] == 1000
+        assert 3500 <= a["start_event"] < 3500 + 1100
+    ks = next(a for a in firing if a["detector"] == "ks")
+    assert ks["p_value"] is not None and ks["p_value"] < 1e-5
+
+
+def test_a_stable_stream_raises_no_alert(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver
+) -> None:
+    produce(broker.bootstrap, topic, loan_events(6000, drift_at=None, seed=4))
+    cfg = parse_config(
+        daemon_config(broker.bootstrap, topic, sinks=[{"type": "webhook", "url": receiver.url}]),
+        env={},
+    )
+    daemon = Daemon(cfg)
+    asyncio.run(run_until(daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 6000))
+    time.sleep(0.3)
+    assert receiver.alerts == []
+
+
+def test_garbage_is_dead_lettered_counted_and_consumption_goes_on(
+    broker: EmbeddedBroker, topic: str
+) -> None:
+    good = loan_events(3000, drift_at=None, seed=2)
+    garbage = {
+        b"{truncated": "bad_json",
+        b'"just a string"': "not_an_object",
+        b'{"features": {"salary": 1}}': "missing_model",
+        b'{"model": "nobody", "features": {}}': "unknown_model",
+        b'{"model": "credit-v1"}': "missing_features",
+        b'{"model": "credit-v1", "features": {}, "ts": "never"}': "wrong_type",
+        b"{" + b" " * 50_000 + b"}": "oversized",
+    }
+    values = good[:1500] + list(garbage) + good[1500:]
+    produce(broker.bootstrap, topic, values)
+    doc = daemon_config(broker.bootstrap, topic)
+    doc["kafka"]["max_record_bytes"] = 20_000
+    cfg = parse_config(doc, env={})
+    daemon = Daemon(cfg)
+    asyncio.run(
+        run_until(
+            daemon,
+            lambda: (
+                daemon.pipeline.monitors["credit-v1"].events >= 3000
+                and sum(daemon.dead_lettered.values()) >= len(garbage)
+            ),
+        )
+    )
+    assert daemon.pipeline.monitors["credit-v1"].events == 3000
+    expected = {reason: 1 for reason in garbage.values()}
+    assert dict(daemon.pipeline.rejected) == expected
+    assert dict(daemon.dead_lettered) == expected
+
+    async def read_dlq() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            f"{topic}.dlq",
+            bootstrap_servers=broker.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            max_partition_fetch_bytes=8_000_000,
+            fetch_max_bytes=8_000_000,
+        )
+        await consumer.start()
+        try:
+            got: list[Any] = []
+            deadline = time.monotonic() + 20
+            while len(got) < len(garbage) and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    got.extend(records)
+            return got
+        finally:
+            await consumer.stop()
+
+    records = asyncio.run(read_dlq())
+    assert len(records) == len(garbage)
+    for r in records:
+        headers = dict(r.headers)
+        assert headers["driftline-reason"].decode() == garbage[r.value]  # value unchanged
+        assert headers["driftline-source"].decode().startswith(f"{topic}/0/")
+        assert r.key == b"credit-v1"
+
+
+def test_metrics_parse_and_pass_promtool(broker: EmbeddedBroker, topic: str) -> None:
+    produce(broker.bootstrap, topic, [*loan_events(4000, drift_at=2000), b"nope"])
+    daemon = Daemon(parse_config(daemon_config(broker.bootstrap, topic), env={}))
+
+    async def scrape(d: Daemon) -> bytes:
+        return await asyncio.to_thread(lambda: get(d.http_port, "/metrics")[1])
+
+    text = asyncio.run(
+        run_until(daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 4000, then=scrape)
+    ).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in (
+        "driftline_events",
+        "driftline_events_rejected",
+        "driftline_drift_score",
+        "driftline_drift_active",
+        "driftline_alerts",
+        "driftline_consumer_lag_records",
+    ):
+        assert name in families, name
+    events = {
+        s.labels["model"]: s.value
+        for s in families["driftline_events"].samples
+        if s.name == "driftline_events_total"
+    }
+    assert events == {"credit-v1": 4000.0}
+    rejected = {
+        s.labels["reason"]: s.value
+        for s in families["driftline_events_rejected"].samples
+        if s.name.endswith("_total")
+    }
+    assert rejected["bad_json"] == 1.0
+    scores = {
+        (s.labels["feature"], s.labels["detector"])
+        for s in families["driftline_drift_score"].samples
+    }
+    assert ("salary", "ks") in scores and ("elevel", "categorical") in scores
+    active = {
+        (s.labels["feature"], s.labels["detector"]): s.value
+        for s in families["driftline_drift_active"].samples
+    }
+    assert active[("salary", "ks")] == 1.0 and active[("age", "ks")] == 0.0
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package 'prometheus') is needed; scripts/test.sh installs it"
+    lint = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
+    assert lint.stdout.decode().strip() == "" and lint.stderr.decode().strip() == ""
+
+
+def test_probes_and_status(broker: EmbeddedBroker, topic: str) -> None:
+    produce(broker.bootstrap, topic, loan_events(1500, drift_at=None))
+    daemon = Daemon(parse_config(daemon_config(broker.bootstrap, topic), env={}))
+
+    async def probe(d: Daemon) -> dict[str, Any]:
+        out = {}
+        for path in ("/healthz", "/readyz", "/status"):
+            out[path] = await asyncio.to_thread(get, d.http_port, path)
+        return out
+
+    got = asyncio.run(
+        run_until(daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 1500, then=probe)
+    )
+    assert got["/healthz"][0] == 200 and got["/readyz"][0] == 200
+    status = json.loads(got["/status"][1])
+    model = status["models"]["credit-v1"]
+    assert model["events"] == 1500 and model["reference"]["ready"] is True
+    salary = model["series"]["salary"]["detectors"]
+    assert set(salary) == {"psi", "ks", "adwin"}
+    assert salary["ks"]["window_size"] == 500 and salary["ks"]["reference_size"] == 1000
+    assert status["kafka"]["connected"] is True and status["kafka"]["assignment"] == [f"{topic}/0"]
+
+
+# -- the real command ----------------------------------------------------------------------
+def write_config(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "driftline.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start_cli(config: Path) -> subprocess.Popen[bytes]:
+    """``driftline run`` as a child process; its output goes to ``run.log`` beside the
+    config (a file, so a chatty child can never block on a full pipe)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (config.parent / "run.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def output_of(config: Path) -> str:
+    return (config.parent / "run.log").read_text()
+
+
+def wait_http(port: int, path: str, ok: Callable[[int, bytes], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ok(*get(port, path)):
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never became ready")
+
+
+def test_sigterm_finishes_commits_and_exits_0(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path
+) -> None:
+    n = 5000
+    produce(broker.bootstrap, topic, loan_events(n, drift_at=None))
+    port = free_port()
+    doc = daemon_config(broker.bootstrap, topic)
+    doc["http"]["port"] = port
+    config = write_config(tmp_path, doc)
+    proc = start_cli(config)
+    try:
+        wait_http(
+            port,
+            "/status",
+            lambda code, body: (
+                code == 200 and json.loads(body)["models"]["credit-v1"]["events"] >= n
+            ),
+        )
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(20)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = output_of(config)
+    assert code == 0, stderr
+    assert took < 10.5, took  # shutdown_timeout_s (10 s) bounds the stop
+    assert "stop requested" in stderr and "stopped" in stderr
+
+    async def committed() -> int | None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=f"{topic}-g", enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            return await consumer.committed(TopicPartition(topic, 0))
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(committed()) == n
+
+
+def test_bad_config_exits_2_listing_every_error(tmp_path: Path) -> None:
+    doc = daemon_config("127.0.0.1:1", "predictions")
+    doc["http"]["port"] = 99999
+    doc["models"]["credit-v1"]["features"]["salary"] = "numerc"
+    doc["sinks"] = [{"type": "webhook", "url": "${NOT_SET_ANYWHERE_HOOK}"}]
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "run", "--config", str(write_config(tmp_path, doc))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "NOT_SET_ANYWHERE_HOOK"},
+    )
+    assert out.returncode == 2
+    for path in ("http.port", "models.credit-v1.features.salary.type", "sinks.0.url"):
+        assert path in out.stderr, out.stderr
+    assert "NOT_SET_ANYWHERE_HOOK" in out.stderr
+    assert time.monotonic() - start < 30  # refused before touching Kafka
+    check = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check-config", str(tmp_path / "driftline.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 2 and check.stderr.count("\n  ") >= 3
+
+
+def test_unreachable_broker_keeps_serving_health_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    doc = daemon_config(f"127.0.0.1:{free_port()}", "predictions")
+    doc["http"]["port"] = port
+    config = write_config(tmp_path, doc)
+    proc = start_cli(config)
+    try:
+        wait_http(port, "/healthz", lambda code, _: code == 200)
+        time.sleep(2.0)  # a few connection attempts
+        assert proc.poll() is None, "the daemon must not exit (no crash loop)"
+        assert get(port, "/readyz")[0] == 200  # a sidecar's readiness ignores broker outages
+        status = json.loads(get(port, "/status")[1])
+        assert status["kafka"]["connected"] is False and status["kafka"]["last_error"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = output_of(config)
+    assert "cannot reach Kafka" in stderr and "retrying in" in stderr
+
+
+def test_events_are_json_lines_in_the_log_sink(
+    broker: EmbeddedBroker, topic: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    produce(broker.bootstrap, topic, loan_events(4000, drift_at=2000))
+    doc = daemon_config(broker.bootstrap, topic, sinks=[{"type": "log", "stream": "stdout"}])
+    daemon = Daemon(parse_config(doc, env={}))
+    asyncio.run(run_until(daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 4000))
+    lines = [
+        orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
+    assert lines and all(x["event"] == "driftline_alert" for x in lines)
+    firing = {x["feature"] for x in lines if x["status"] == "firing"}
+    assert "salary" in firing and firing <= {"salary", None}  # None: a model-level alert
