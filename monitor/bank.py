@@ -288,13 +288,20 @@ class ModelMonitor:
     def process(
         self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None = None
     ) -> list[Detection]:
-        """Count, warm up or detect; returns the detections of this batch."""
-        n = len(batch)
+        """Warm up or detect, then count; returns the detections of this batch. Counters
+        move once the batch is done, so readers never see a half-processed batch."""
+        detections = self._process(batch, on_ready)
         self.missing += batch.missing
         self.wrong_type += batch.wrong_type
         self.schema_violations += batch.schema_violations
+        self.events += len(batch)
+        return detections
+
+    def _process(
+        self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None
+    ) -> list[Detection]:
+        n = len(batch)
         start = self.events
-        self.events += n
         taken = 0
         if self.bank is None:
             taken = min(n, self.warmup - self._ref_n)

@@ -20,6 +20,8 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -30,12 +32,24 @@ from sinks.log import LogSink
 from sinks.webhook import WebhookSink
 
 from .config import Config, LogSinkConfig, WebhookSinkConfig
+from .decode import Rejected
 from .http import build_app
 from .metrics import DriftlineCollector
 from .pipeline import Pipeline
+from .policy import Alert
 from .source import KafkaSource, Record, Source, next_offsets
 
 log = logging.getLogger("driftline.daemon")
+
+
+@dataclass
+class _InFlight:
+    """A batch whose detection is running in the worker thread."""
+
+    records: list[Record]
+    rejected: list[Rejected]
+    job: asyncio.Future[list[Alert]]
+
 
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
@@ -86,6 +100,9 @@ class Daemon:
         self.http_port: int | None = None
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        # One worker keeps batches in order; numba kernels release the GIL, so detection
+        # overlaps with fetching and decoding on the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-detect")
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -153,8 +170,12 @@ class Daemon:
             return
 
     async def _consume(self) -> None:
+        """Fetch and decode batch k+1 while batch k's detectors run in the worker thread;
+        then finish batch k (alerts to sinks, dead letters, commit) in order."""
         k = self.config.kafka
+        loop = asyncio.get_running_loop()
         delay = BACKOFF_START
+        inflight: _InFlight | None = None
         pending: dict[tuple[str, int], int] = {}
         while not self.stopping:
             try:
@@ -166,16 +187,28 @@ class Daemon:
                 delay = min(BACKOFF_CAP, delay * 2)
                 continue
             delay = BACKOFF_START
-            if not records:
-                continue
-            outcome = await self.pipeline.process([r.value for r in records])
-            for rej in outcome.rejected:
-                await self._dead_letter(records[rej.index], rej.reason, rej.detail)
-            pending.update(next_offsets(records))
-            if await self._commit(pending):
-                pending = {}
+            started: _InFlight | None = None
+            if records:
+                batches, rejected = self.pipeline.decode([r.value for r in records])
+                job = loop.run_in_executor(self._executor, self.pipeline.detect, batches)
+                started = _InFlight(records, rejected, job)
+            if inflight is not None:
+                pending = await self._finish(inflight, pending)
+            inflight = started
+        if inflight is not None:
+            pending = await self._finish(inflight, pending)
         if pending:
             await self._commit(pending)
+
+    async def _finish(
+        self, batch: _InFlight, pending: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        alerts = await batch.job
+        await self.pipeline.emit(alerts)
+        for rej in batch.rejected:
+            await self._dead_letter(batch.records[rej.index], rej.reason, rej.detail)
+        pending.update(next_offsets(batch.records))
+        return {} if await self._commit(pending) else pending
 
     async def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         if not self.config.kafka.dead_letter_topic:
@@ -226,4 +259,5 @@ class Daemon:
             self.source_started = False
         if self._runner is not None:
             await self._runner.cleanup()
+        self._executor.shutdown(wait=True)
         log.info("stopped")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -100,54 +101,65 @@ class ModelSchema:
         self._pred_categorical = PREDICTION in self.categorical
 
     def columns(self, records: list[dict[str, Any]]) -> ModelBatch:
+        """Columns from already parsed records (``{"features": {...}, "prediction": ...}``)."""
         batch = ModelBatch(self.model)
-        n_num = len(self.numeric)
-        rows: list[list[Any]] = []
-        cats: list[list[Any]] = [[] for _ in self.categorical]
+        rows: list[tuple[Any, ...]] = [()] * len(records)
+        slow = [(j, rec["features"]) for j, rec in enumerate(records)]
+        self.fill(batch, rows, slow, [rec.get(PREDICTION) for rec in records], len(self._num_feats))
+        return batch
+
+    def fill(
+        self,
+        batch: ModelBatch,
+        rows: list[tuple[Any, ...]],
+        slow: list[tuple[int, dict[str, Any]]],
+        preds: list[Any],
+        n_num: int,
+    ) -> None:
+        """Set ``batch``'s columns and quality counts. ``rows[j]`` holds record ``j``'s
+        feature values (numeric features, then categorical ones) except for the records in
+        ``slow``, whose feature objects did not fit the typed struct: those are checked
+        value by value here (a wrong type is counted and becomes missing)."""
+        n_series = len(self.series)
+        n_numeric = len(self.numeric)
+        wrong = np.zeros(n_series, dtype=np.int64)
+        missing = np.zeros(n_series, dtype=np.int64)
         violations = 0
-        nf = len(self.features)
-        for rec in records:
-            feats = rec["features"]
-            row = [feats.get(name) for name in self._num_feats]
-            if self._pred_numeric:
-                row.append(rec.get(PREDICTION))
-            rows.append(row)
-            for j, name in enumerate(self._cat_feats):
-                cats[j].append(feats.get(name))
-            if self._pred_categorical:
-                cats[-1].append(rec.get(PREDICTION))
-            if len(feats) > nf or any(k not in self.features for k in feats):
+        for j, feats in slow:
+            if not feats.keys() <= self.features:
                 violations += 1
-        missing = np.zeros(len(self.series), dtype=np.int64)
-        wrong = np.zeros(len(self.series), dtype=np.int64)
-        batch.numeric = _numeric_matrix(rows, n_num, missing, wrong)
+            vals: list[Any] = []
+            for k, name in enumerate(self._num_feats):
+                v = feats.get(name)
+                if v is None or isinstance(v, int | float):  # a bool counts as 0/1
+                    vals.append(None if v is None else float(v))
+                else:
+                    wrong[k] += 1
+                    vals.append(None)
+            # Categorical values go as they are: _canonical counts the odd ones.
+            vals += [feats.get(name) for name in self._cat_feats]
+            rows[j] = tuple(vals)
+        n = len(rows)
+        num = np.array([r[:n_num] for r in rows], dtype=np.float64).reshape(n, n_num)
+        if self._pred_numeric:
+            col = np.full(n, np.nan)
+            for j, v in enumerate(preds):
+                if isinstance(v, int | float):
+                    col[j] = v
+                elif v is not None:
+                    wrong[n_num] += 1
+            num = np.column_stack([num, col])
+        missing[:n_numeric] = np.isnan(num).sum(axis=0) - wrong[:n_numeric]
+        cats = [[r[n_num + k] for r in rows] for k in range(len(self._cat_feats))]
+        if self._pred_categorical:
+            cats.append(list(preds))
+        batch.numeric = num
         batch.categorical = [
-            _canonical(col, missing, wrong, n_num + j) for j, col in enumerate(cats)
+            _canonical(col_values, missing, wrong, n_numeric + k)
+            for k, col_values in enumerate(cats)
         ]
         batch.missing, batch.wrong_type = missing, wrong
         batch.schema_violations = violations
-        return batch
-
-
-def _numeric_matrix(rows: list[list[Any]], n_cols: int, missing: Any, wrong: Any) -> np.ndarray:
-    if not rows:
-        return np.empty((0, n_cols))
-    try:  # fast path: numbers, booleans and None (-> NaN) only
-        out = np.array(rows, dtype=np.float64)
-        if out.shape != (len(rows), n_cols):
-            raise ValueError("ragged")
-    except (TypeError, ValueError):
-        out = np.full((len(rows), n_cols), np.nan)
-        for i, row in enumerate(rows):
-            for j, v in enumerate(row):
-                if isinstance(v, int | float):  # bool is an int: True -> 1.0
-                    out[i, j] = float(v)
-                elif v is not None:
-                    wrong[j] += 1
-        missing[:n_cols] += np.isnan(out).sum(axis=0) - wrong[:n_cols]
-        return out
-    missing[:n_cols] += np.isnan(out).sum(axis=0)
-    return out
 
 
 def _canonical(values: list[Any], missing: Any, wrong: Any, j: int) -> list[str | None]:
@@ -193,77 +205,126 @@ def parse_ts(value: Any) -> float:
     raise ValueError("ts must be a number or an RFC 3339 string")
 
 
+class _Envelope(msgspec.Struct):
+    """The record's outer object, validated in C; ``features`` stays raw bytes."""
+
+    model: str
+    features: msgspec.Raw
+    id: str | None = None
+    ts: float | str | None = None
+    prediction: float | str | None = None
+    label: Any = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def _reject_reason(message: str) -> str:
+    if "required field `model`" in message or "got `null` - at `$.model`" in message:
+        return "missing_model"
+    if "required field `features`" in message:
+        return "missing_features"
+    if message.startswith("Expected `object`") and " - at " not in message:
+        return "not_an_object"
+    return "wrong_type"
+
+
+class _FastFeatures:
+    """A model's features as a typed struct: numbers for numeric features, strings or
+    numbers for categorical ones, unknown keys refused. A record that does not fit takes the
+    per-value path instead (which counts what is wrong)."""
+
+    def __init__(self, schema: ModelSchema) -> None:
+        names = schema._num_feats + schema._cat_feats
+        n_num = len(schema._num_feats)
+        fields: list[tuple[str, Any, None]] = [(f"f{i}", float | None, None) for i in range(n_num)]
+        fields += [
+            (f"f{n_num + i}", str | float | None, None) for i in range(len(schema._cat_feats))
+        ]
+        struct = msgspec.defstruct(
+            f"Features_{abs(hash(schema.model))}",
+            fields,
+            rename={f"f{i}": n for i, n in enumerate(names)},
+            forbid_unknown_fields=True,
+        )
+        self.decoder = msgspec.json.Decoder(struct)
+        self.n_num = len(schema._num_feats)
+
+
 class Decoder:
     """Turns a batch of record values into per-model column batches and rejections."""
 
     def __init__(self, config: Config) -> None:
         self.max_bytes = config.kafka.max_record_bytes
         self.schemas = {name: ModelSchema(config, name) for name in config.models}
+        self._fast = {name: _FastFeatures(s) for name, s in self.schemas.items()}
 
     def decode(
         self, values: Sequence[bytes | None]
     ) -> tuple[dict[str, ModelBatch], list[Rejected]]:
-        accepted: dict[str, list[dict[str, Any]]] = {}
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        slow: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         meta: dict[str, ModelBatch] = {}
+        preds: dict[str, list[Any]] = {}
         rejected: list[Rejected] = []
+        max_bytes = self.max_bytes
         for i, raw in enumerate(values):
-            try:
-                model, rec, ts = self._envelope(raw)
-            except _Reject as r:
-                rejected.append(Rejected(i, r.reason, r.detail))
+            if not raw:
+                rejected.append(Rejected(i, "empty", "the record has no value"))
                 continue
-            accepted.setdefault(model, []).append(rec)
+            if len(raw) > max_bytes:
+                rejected.append(
+                    Rejected(i, "oversized", f"{len(raw)} bytes > max_record_bytes {max_bytes}")
+                )
+                continue
+            try:
+                env = _ENVELOPE.decode(raw)
+            except msgspec.ValidationError as exc:
+                rejected.append(Rejected(i, _reject_reason(str(exc)), str(exc)))
+                continue
+            except msgspec.DecodeError as exc:
+                rejected.append(Rejected(i, "bad_json", str(exc)))
+                continue
+            model = env.model
+            fast = self._fast.get(model)
+            if fast is None:
+                rejected.append(Rejected(i, "unknown_model", f"model {model!r} is not configured"))
+                continue
+            try:
+                ts = parse_ts(env.ts)
+            except ValueError as exc:
+                rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
+                continue
+            try:
+                row: tuple[Any, ...] | None = msgspec.structs.astuple(
+                    fast.decoder.decode(env.features)
+                )
+            except msgspec.DecodeError:
+                try:
+                    feats = orjson.loads(bytes(env.features))
+                except orjson.JSONDecodeError:  # pragma: no cover - msgspec parsed it
+                    feats = None
+                if not isinstance(feats, dict):
+                    rejected.append(Rejected(i, "wrong_type", "'features' must be an object"))
+                    continue
+                row = None
             m = meta.get(model)
             if m is None:
                 m = meta[model] = ModelBatch(model)
+                rows[model], slow[model], preds[model] = [], [], []
+            if row is None:
+                slow[model].append((len(m.index), feats))
+                row = ()
+            rows[model].append(row)
+            preds[model].append(env.prediction)
             m.index.append(i)
-            m.ids.append(rec.get("id"))
+            m.ids.append(env.id)
             m.ts.append(ts)
-            m.labels.append(rec.get("label"))
+            m.labels.append(env.label)
         out: dict[str, ModelBatch] = {}
-        for model, recs in accepted.items():
-            cols = self.schemas[model].columns(recs)
-            m = meta[model]
-            cols.index, cols.ids, cols.ts, cols.labels = m.index, m.ids, m.ts, m.labels
-            out[model] = cols
+        for model, m in meta.items():
+            self.schemas[model].fill(
+                m, rows[model], slow[model], preds[model], self._fast[model].n_num
+            )
+            out[model] = m
         return out, rejected
-
-    def _envelope(self, raw: bytes | None) -> tuple[str, dict[str, Any], float]:
-        if raw is None or len(raw) == 0:
-            raise _Reject("empty", "the record has no value")
-        if len(raw) > self.max_bytes:
-            raise _Reject("oversized", f"{len(raw)} bytes > max_record_bytes {self.max_bytes}")
-        try:
-            rec = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise _Reject("bad_json", str(exc)) from None
-        if not isinstance(rec, dict):
-            raise _Reject("not_an_object", f"got a JSON {type(rec).__name__}")
-        model = rec.get("model")
-        if model is None:
-            raise _Reject("missing_model", "no 'model' key")
-        if not isinstance(model, str):
-            raise _Reject("wrong_type", "'model' must be a string")
-        if model not in self.schemas:
-            raise _Reject("unknown_model", f"model {model!r} is not configured")
-        feats = rec.get("features")
-        if feats is None:
-            raise _Reject("missing_features", "no 'features' object")
-        if not isinstance(feats, dict):
-            raise _Reject("wrong_type", "'features' must be an object")
-        rid = rec.get("id")
-        if rid is not None and not isinstance(rid, str):
-            raise _Reject("wrong_type", "'id' must be a string")
-        pred = rec.get(PREDICTION)
-        if pred is not None and not isinstance(pred, int | float | str):
-            raise _Reject("wrong_type", "'prediction' must be a number or a string")
-        try:
-            ts = parse_ts(rec.get("ts"))
-        except ValueError as exc:
-            raise _Reject("wrong_type", f"'ts': {exc}") from None
-        return model, rec, ts
-
-
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason, self.detail = reason, detail

@@ -101,7 +101,7 @@ class DriftlineCollector(Collector):
                     if math.isfinite(st.threshold):
                         threshold.add_metric(labels, st.threshold)
                     active.add_metric(labels, 1.0 if p.policy.active(model, feature, det) else 0.0)
-            for (det, severity), n in sorted(p.policy.state(model).fired_total.items()):
+            for (det, severity), n in sorted(list(p.policy.state(model).fired_total.items())):
                 alerts.add_metric([model, det, severity], n)
         yield from (
             events,

@@ -121,8 +121,8 @@ class AlertPolicy:
     def firing(self) -> list[tuple[str, str | None, str, str]]:
         """Every firing episode: (model, feature, detector, id)."""
         out: list[tuple[str, str | None, str, str]] = []
-        for model, ma in self.models.items():
-            for (feature, det), st in ma.keys.items():
+        for model, ma in list(self.models.items()):
+            for (feature, det), st in list(ma.keys.items()):
                 if st.episode is not None:
                     out.append((model, feature, det, st.episode.id))
             if ma.model_episode is not None:
