@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit
 
 
@@ -47,74 +46,59 @@ def ks_statistic(a, n1, b, n2):
 
 
 @njit(cache=True, nogil=True)
-def merge_sort(a, n, tmp):
-    """Sort ``a[:n]`` in place (bottom-up merge sort, ``tmp`` at least ``n`` long).
-
-    The values are never NaN here, so plain ``<`` comparisons suffice: several times faster
-    than numba's general ``ndarray.sort`` on these sizes."""
-    width = 1
-    src, dst = a, tmp
-    while width < n:
-        lo = 0
-        while lo < n:
-            mid = min(lo + width, n)
-            hi = min(lo + 2 * width, n)
-            i, j, k = lo, mid, lo
-            while i < mid and j < hi:
-                if src[j] < src[i]:
-                    dst[k] = src[j]
-                    j += 1
-                else:
-                    dst[k] = src[i]
-                    i += 1
-                k += 1
-            while i < mid:
-                dst[k] = src[i]
-                i += 1
-                k += 1
-            while j < hi:
-                dst[k] = src[j]
-                j += 1
-                k += 1
-            lo = hi
-        src, dst = dst, src
-        width *= 2
-    if src is not a:
-        for q in range(n):
-            a[q] = src[q]
+def value_bin(u, n_u, x):
+    """Bin of ``x`` among the distinct reference values ``u[:n_u]``: ``2p + 1`` when
+    ``x == u[p]``, ``2p`` when ``u[p-1] < x < u[p]`` (0 below all, ``2 n_u`` above all)."""
+    # Branch-free lower bound (the halving steps are selects, not jumps).
+    base = 0
+    n = n_u
+    while n > 1:
+        half = n >> 1
+        base = base + half if u[base + half - 1] < x else base
+        n -= half
+    lo = base + (1 if u[base] < x else 0)
+    return 2 * lo + 1 if lo < n_u and u[lo] == x else 2 * lo
 
 
 @njit(cache=True, nogil=True)
-def _resort(sorted_win, gone, n_gone, incoming, n_in, marked, merged):
-    """``sorted_win`` minus the ``n_gone`` values in ``gone`` plus the sorted ``incoming``
-    values, into ``merged`` (the same length as ``sorted_win``). Each value that left is
-    found by binary search and marked; equal values sit together, so a repeated value marks
-    the next copy."""
-    n = sorted_win.shape[0]
-    marked[:] = False
-    for q in range(n_gone):
-        g = gone[q]
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if sorted_win[mid] < g:
-                lo = mid + 1
-            else:
-                hi = mid
-        while marked[lo]:
-            lo += 1
-        marked[lo] = True
-    i = 0
-    j = 0
-    for k in range(n):
-        while marked[i]:
-            i += 1
-        if j < n_in and (i >= n or incoming[j] < sorted_win[i]):
-            merged[k] = incoming[j]
-            j += 1
-        else:
-            merged[k] = sorted_win[i]
-            i += 1
+def binned_statistic(counts, n_bins, f1, f2):
+    """D from the window's counts per bin. ``f1[b]`` is the reference ECDF (``c1 / n1``)
+    at the points of bin ``b`` and ``f2[c] = c / n2``. Evaluating ``f1 - f2`` after every
+    bin covers every point where scipy's ``cdf1 - cdf2`` reaches its extremes, with the
+    same integer pairs, hence the same floats. Four running extremes (max and min are exact
+    in any order) keep the loop from waiting on one accumulator."""
+    hi0 = hi1 = hi2 = hi3 = 0.0
+    lo0 = lo1 = lo2 = lo3 = 0.0
+    c2 = 0
+    b = 0
+    while b + 4 <= n_bins:
+        c2 += counts[b]
+        d0 = f1[b] - f2[c2]
+        c2 += counts[b + 1]
+        d1 = f1[b + 1] - f2[c2]
+        c2 += counts[b + 2]
+        d2 = f1[b + 2] - f2[c2]
+        c2 += counts[b + 3]
+        d3 = f1[b + 3] - f2[c2]
+        hi0 = d0 if d0 > hi0 else hi0
+        hi1 = d1 if d1 > hi1 else hi1
+        hi2 = d2 if d2 > hi2 else hi2
+        hi3 = d3 if d3 > hi3 else hi3
+        lo0 = d0 if d0 < lo0 else lo0
+        lo1 = d1 if d1 < lo1 else lo1
+        lo2 = d2 if d2 < lo2 else lo2
+        lo3 = d3 if d3 < lo3 else lo3
+        b += 4
+    while b < n_bins:
+        c2 += counts[b]
+        d0 = f1[b] - f2[c2]
+        hi0 = d0 if d0 > hi0 else hi0
+        lo0 = d0 if d0 < lo0 else lo0
+        b += 1
+    max_diff = max(max(hi0, hi1), max(hi2, hi3))
+    min_diff = min(min(lo0, lo1), min(lo2, lo3))
+    min_s = min(max(-min_diff, 0.0), 1.0)
+    return min_s if min_s > max_diff else max_diff
 
 
 @njit(cache=True, nogil=True)
@@ -123,10 +107,11 @@ def ks_update(
     ring,
     pos,
     n_seen,
-    sorted_win,
-    gone,
-    ref,
-    n_ref,
+    counts,
+    u,
+    n_u,
+    f1,
+    f2,
     window,
     stride,
     check_rows,
@@ -136,24 +121,18 @@ def ks_update(
 ):
     """Advance every series' window by ``XT`` (``n_series x n_events``, NaN = missing).
 
-    A check happens at the value that fills the window and every ``stride`` values after;
-    series ``s``'s checks land in ``check_rows[s, :n]`` and ``stats[s, :n]``.
-
-    ``sorted_win[s]`` is the window as of the last check, kept sorted; ``gone[s]`` collects
-    the values overwritten since, so that the next check merges ``stride`` new values in
-    instead of sorting the whole window again (when ``stride < window``).
+    The ring holds each value's bin; ``counts[s]`` the window's values per bin. A check
+    happens at the value that fills the window and every ``stride`` values after; series
+    ``s``'s checks land in ``check_rows[s, :n]`` and ``stats[s, :n]``.
     """
     n_series, n_events = XT.shape
-    incremental = stride < window
-    merged = np.empty(window)
-    tmp = np.empty(window)
-    marked = np.zeros(window + 1, dtype=np.bool_)
-    incoming = np.empty(min(stride, window))
     for s in range(n_series):
         nc = 0
         miss = 0
-        # The next check's value count, kept as a countdown: no division per value.
+        nus = n_u[s]
+        n_bins = 2 * nus + 1
         seen = n_seen[s]
+        # The next check's value count, kept as a countdown: no division per value.
         due = window if seen < window else window + ((seen - window) // stride + 1) * stride
         for r in range(n_events):
             x = XT[s, r]
@@ -161,27 +140,18 @@ def ks_update(
                 miss += 1
                 continue
             p = pos[s]
-            if incremental and seen >= window:
-                gone[s, seen - (due - stride)] = ring[s, p]
-            ring[s, p] = x
+            if seen >= window:
+                counts[s, ring[s, p]] -= 1
+            b = value_bin(u[s], nus, x)
+            ring[s, p] = b
+            counts[s, b] += 1
             pos[s] = p + 1 if p + 1 < window else 0
             seen += 1
-            if seen != due:
-                continue
-            if seen == window or not incremental:
-                sorted_win[s, :] = ring[s, :]
-                merge_sort(sorted_win[s], window, tmp)
-            else:
-                start = pos[s] - stride
-                for q in range(stride):
-                    incoming[q] = ring[s, start + q if start + q >= 0 else start + q + window]
-                merge_sort(incoming, stride, tmp)
-                _resort(sorted_win[s], gone[s], stride, incoming, stride, marked, merged)
-                sorted_win[s, :] = merged
-            check_rows[s, nc] = r
-            stats[s, nc] = ks_statistic(ref[s], n_ref[s], sorted_win[s], window)
-            nc += 1
-            due += stride
+            if seen == due:
+                check_rows[s, nc] = r
+                stats[s, nc] = binned_statistic(counts[s], n_bins, f1[s], f2)
+                nc += 1
+                due += stride
         n_seen[s] = seen
         n_checks[s] = nc
         n_missing[s] = miss

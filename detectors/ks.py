@@ -55,8 +55,12 @@ class KS:
     Result fields: ``score`` is D, ``p_value`` its p-value, ``threshold`` the smallest D
     that rejects at ``alpha``.
 
-    State: ``8 * (n_ref + 2 * window + min(stride, window) + 3)`` bytes per series (sorted
-    reference, window ring, the window sorted as of the last check, values that left since).
+    How: each value is binned on arrival among the reference's distinct values (equal to
+    one, or strictly between two) and the window keeps counts per bin; a check is one pass
+    over the bins. No sorting, ``O(log n_ref)`` per value and ``O(n_ref)`` per check.
+
+    State: ``8 * (n_ref + window + 2 * n_distinct + 4)`` bytes per series (sorted reference,
+    ring of bins, counts per bin), ``n_distinct`` being the reference's distinct values.
 
     Examples
     --------
@@ -105,9 +109,20 @@ class KS:
             groups.setdefault(id(null), []).append(s)
         self._groups = [(self._nulls[m[0]], np.array(m, dtype=np.int64)) for m in groups.values()]
         self._threshold = np.array([nl.critical_statistic() for nl in self._nulls])
-        self._ring = np.zeros((n_series, self.window))
-        self._sorted = np.zeros((n_series, self.window))
-        self._gone = np.zeros((n_series, min(self.stride, self.window)))
+        # Bins between the reference's distinct values and the reference ECDF at each bin
+        # (c1 / n1, computed as scipy computes it).
+        uniques = [np.unique(sorted_ref[s, : n_ref[s]]) for s in range(n_series)]
+        width = max(len(x) for x in uniques)
+        self._u = np.full((n_series, width), np.inf)
+        self._n_u = np.array([len(x) for x in uniques], dtype=np.int64)
+        self._f1 = np.zeros((n_series, 2 * width + 1))
+        for s, uniq in enumerate(uniques):
+            self._u[s, : len(uniq)] = uniq
+            c1 = np.searchsorted(sorted_ref[s, : n_ref[s]], uniq, side="right")
+            self._f1[s, 1 : 2 * len(uniq) + 1] = np.repeat(c1, 2) / n_ref[s]
+        self._f2 = np.arange(self.window + 1) / self.window
+        self._ring = np.zeros((n_series, self.window), dtype=np.int64)
+        self._counts = np.zeros((n_series, 2 * width + 1), dtype=np.int64)
         self._pos = np.zeros(n_series, dtype=np.int64)
         self._n_seen = np.zeros(n_series, dtype=np.int64)
         self._d_raw = np.full(n_series, np.nan)
@@ -139,10 +154,11 @@ class KS:
             self._ring,
             self._pos,
             self._n_seen,
-            self._sorted,
-            self._gone,
-            self._ref,
-            self._n_ref,
+            self._counts,
+            self._u,
+            self._n_u,
+            self._f1,
+            self._f2,
             self.window,
             self.stride,
             rows,
@@ -188,9 +204,8 @@ class KS:
     def reset(self, series: int | Sequence[int] | None = None) -> None:
         """Empty the window of the given series (all when None); the reference stays."""
         idx = series_indices(series, self.n_series)
-        self._ring[idx] = 0.0
-        self._sorted[idx] = 0.0
-        self._gone[idx] = 0.0
+        self._ring[idx] = 0
+        self._counts[idx] = 0
         self._pos[idx] = 0
         self._n_seen[idx] = 0
         self._d_raw[idx] = np.nan
@@ -201,8 +216,7 @@ class KS:
             reference=self._ref.copy(),
             n_ref=self._n_ref.copy(),
             ring=self._ring.copy(),
-            sorted_window=self._sorted.copy(),
-            gone=self._gone.copy(),
+            counts=self._counts.copy(),
             pos=self._pos.copy(),
             n_seen=self._n_seen.copy(),
             d_raw=self._d_raw.copy(),
@@ -219,8 +233,7 @@ class KS:
         det.method = params["method"]
         det._setup(np.array(state["reference"], dtype=np.float64), np.array(state["n_ref"]))
         det._ring[...] = state["ring"]
-        det._sorted[...] = state["sorted_window"]
-        det._gone[...] = state["gone"]
+        det._counts[...] = state["counts"]
         det._pos[...] = state["pos"]
         det._n_seen[...] = state["n_seen"]
         det._d_raw[...] = state["d_raw"]
