@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ BoolArray = npt.NDArray[np.bool_]
 State = dict[str, Any]
 
 STATE_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,15 @@ def values_where(values: npt.NDArray[Any], mask: BoolArray) -> tuple[npt.NDArray
 def state_header(kind: str, params: dict[str, Any]) -> State:
     """The common head of every exported state: kind, format version, parameters."""
     return {"kind": kind, "version": STATE_VERSION, "params": dict(params)}
+
+
+def blank(cls: type[T], params: dict[str, Any]) -> T:
+    """An instance of ``cls`` made without ``__init__`` (whose work the state being restored
+    replaces), carrying the already validated parameters as attributes."""
+    det = cls.__new__(cls)
+    for name, value in params.items():
+        setattr(det, name, value)
+    return det
 
 
 def check_state(state: State, kind: str) -> dict[str, Any]:

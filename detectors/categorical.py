@@ -17,6 +17,7 @@ from .base import (
     IntArray,
     State,
     as_batch,
+    blank,
     check_positive_int,
     check_probability,
     check_state,
@@ -180,11 +181,7 @@ class CategoricalDrift:
     @classmethod
     def from_state(cls, state: State) -> Self:
         params = check_state(state, "categorical")
-        det = cls.__new__(cls)
-        det.window = params["window"]
-        det.stride = params["stride"]
-        det.alpha = params["alpha"]
-        det.n_categories = params["n_categories"]
+        det = blank(cls, params)
         det._setup(np.array(state["ref_counts"], dtype=np.int64))
         det._win.load(state)
         det._last[...] = state["last"]

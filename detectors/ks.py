@@ -15,6 +15,7 @@ from .base import (
     FloatArray,
     State,
     as_batch,
+    blank,
     check_positive_int,
     check_probability,
     check_state,
@@ -59,8 +60,8 @@ class KS:
     one, or strictly between two) and the window keeps counts per bin; a check is one pass
     over the bins. No sorting, ``O(log n_ref)`` per value and ``O(n_ref)`` per check.
 
-    State: ``8 * (n_ref + window + 2 * n_distinct + 4)`` bytes per series (sorted reference,
-    ring of bins, counts per bin), ``n_distinct`` being the reference's distinct values.
+    State: ``8 * (n_ref + window + 4)`` bytes per series (sorted reference, ring of bins;
+    the counts per bin are rebuilt from the ring).
 
     Examples
     --------
@@ -216,7 +217,6 @@ class KS:
             reference=self._ref.copy(),
             n_ref=self._n_ref.copy(),
             ring=self._ring.copy(),
-            counts=self._counts.copy(),
             pos=self._pos.copy(),
             n_seen=self._n_seen.copy(),
             d_raw=self._d_raw.copy(),
@@ -226,17 +226,16 @@ class KS:
     @classmethod
     def from_state(cls, state: State) -> Self:
         params = check_state(state, "ks")
-        det = cls.__new__(cls)
-        det.window = params["window"]
-        det.stride = params["stride"]
-        det.alpha = params["alpha"]
-        det.method = params["method"]
+        det = blank(cls, params)
         det._setup(np.array(state["reference"], dtype=np.float64), np.array(state["n_ref"]))
         det._ring[...] = state["ring"]
-        det._counts[...] = state["counts"]
         det._pos[...] = state["pos"]
         det._n_seen[...] = state["n_seen"]
         det._d_raw[...] = state["d_raw"]
+        # The counts per bin follow from the ring of bins (the window's filled slots).
+        for s in range(det.n_series):
+            filled = int(min(det._n_seen[s], det.window))
+            det._counts[s] = np.bincount(det._ring[s, :filled], minlength=det._counts.shape[1])
         return det
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from .base import (
     IntArray,
     State,
     as_batch,
+    blank,
     check_positive_int,
     check_probability,
     check_state,
@@ -219,14 +220,7 @@ class PSI:
     @classmethod
     def from_state(cls, state: State) -> Self:
         params = check_state(state, "psi")
-        det = cls.__new__(cls)
-        det.bins = params["bins"]
-        det.window = params["window"]
-        det.stride = params["stride"]
-        det.threshold = params["threshold"]
-        det.alpha = params["alpha"]
-        det.warn = params["warn"]
-        det.alert = params["alert"]
+        det = blank(cls, params)
         det._edges = np.array(state["edges"], dtype=np.float64)
         det._n_bins = np.array(state["n_bins"], dtype=np.int64)
         det._ref_counts = np.array(state["ref_counts"], dtype=np.int64)
