@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -126,9 +125,9 @@ def cmd_check_config(path: Path) -> int:
 
 
 def cmd_run(path: Path, level: str) -> int:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from .logs import configure
+
+    configure(level)
     config = _load(path)
     if config is None:
         return EXIT_USAGE

@@ -256,6 +256,8 @@ class Daemon:
                 await asyncio.wait_for(self.source.stop(), timeout / 2)
             except TimeoutError:
                 log.error("Kafka client did not stop within %.1f s", timeout / 2)
+            except Exception:
+                log.exception("Kafka client did not stop cleanly")
             self.source_started = False
         if self._runner is not None:
             await self._runner.cleanup()

@@ -3,13 +3,13 @@ real Kafka consumer (aiokafka, consumer group, manual commits)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from .config import KafkaConfig
 
@@ -188,11 +188,19 @@ class KafkaSource:
         return sorted((tp.topic, tp.partition) for tp in self.consumer.assignment())
 
     async def stop(self) -> None:
+        """Close both clients, best effort: with the broker gone, aiokafka's consumer can
+        raise (even a stray CancelledError from its fetch task) while closing."""
         for client in (self.producer, self.consumer):
-            if client is not None:
-                try:
-                    await client.stop()
-                except KafkaError as exc:  # pragma: no cover - best effort at shutdown
-                    log.warning("error while closing a Kafka client: %s", exc)
+            if client is None:
+                continue
+            try:
+                await client.stop()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled: let it through
+                log.warning("a Kafka client was interrupted while closing (broker gone?)")
+            except Exception as exc:
+                log.warning("error while closing a Kafka client: %s", exc)
         self.producer = None
         self.consumer = None

@@ -386,3 +386,63 @@ def test_events_are_json_lines_in_the_log_sink(
     assert lines and all(x["event"] == "driftline_alert" for x in lines)
     firing = {x["feature"] for x in lines if x["status"] == "firing"}
     assert "salary" in firing and firing <= {"salary", None}  # None: a model-level alert
+
+
+def test_a_failing_webhook_neither_blocks_consumption_nor_loses_alerts(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver
+) -> None:
+    receiver.fail_first = 3  # HTTP 500 for the first three requests, then 200
+    produce(broker.bootstrap, topic, loan_events(6000, drift_at=3000, seed=6))
+    sinks = [{"type": "webhook", "url": receiver.url, "retries": 6}]
+    daemon = Daemon(parse_config(daemon_config(broker.bootstrap, topic, sinks=sinks), env={}))
+    webhook = daemon.pipeline.sinks[0]
+    webhook.backoff_base = 0.05  # type: ignore[attr-defined]  # keep the test short
+    asyncio.run(
+        run_until(
+            daemon,
+            lambda: (
+                daemon.pipeline.monitors["credit-v1"].events >= 6000
+                and webhook.stats()["queued"] == 0
+                and len(receiver.alerts) > 0
+            ),
+        )
+    )
+    stats = webhook.stats()
+    assert stats["retries"] >= 3 and stats["failed"] == 0
+    firing = [a for a in receiver.alerts if a["status"] == "firing"]
+    assert any(a["feature"] == "salary" for a in firing)
+    ids = [(a["id"], a["status"], a["severity"]) for a in receiver.alerts]
+    assert len(ids) == len(set(ids))  # retried requests were not delivered twice
+
+
+def test_broker_lost_mid_run_keeps_the_daemon_serving(tmp_path: Path) -> None:
+    lost = EmbeddedBroker().start()
+    try:
+        from monitor.broker import create_topics_sync
+
+        create_topics_sync(lost.bootstrap, ["p", "p.dlq"])
+        produce(lost.bootstrap, "p", loan_events(2000, drift_at=None))
+        port = free_port()
+        doc = daemon_config(lost.bootstrap, "p")
+        doc["http"]["port"] = port
+        config = write_config(tmp_path, doc)
+        proc = start_cli(config)
+        try:
+            wait_http(
+                port,
+                "/status",
+                lambda code, body: (
+                    code == 200 and json.loads(body)["models"]["credit-v1"]["events"] >= 2000
+                ),
+            )
+            lost.kill()  # the broker dies while the daemon is connected
+            time.sleep(3.0)
+            assert proc.poll() is None, "the daemon must keep running"
+            assert get(port, "/healthz")[0] == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, output_of(config)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        lost.stop()
