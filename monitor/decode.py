@@ -24,6 +24,7 @@ from typing import Any, Union
 import msgspec
 import numpy as np
 import orjson
+from msgspec.structs import astuple
 
 from .config import PREDICTION, Config
 
@@ -284,10 +285,7 @@ class Decoder:
     def decode(
         self, values: Sequence[bytes | None]
     ) -> tuple[dict[str, ModelBatch], list[Rejected]]:
-        rows: dict[str, list[tuple[Any, ...]]] = {}
-        slow: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        meta: dict[str, ModelBatch] = {}
-        preds: dict[str, list[Any]] = {}
+        pending: dict[str, _Pending] = {}
         rejected: list[Rejected] = []
         max_bytes = self.max_bytes
         for i, raw in enumerate(values):
@@ -301,76 +299,71 @@ class Decoder:
                 continue
             try:  # the common case: the whole event fits its model's typed struct
                 ev = self._events.decode(raw)
+                model, rec, row, feats = self._model_of[type(ev)], ev, astuple(ev.features), None
             except msgspec.DecodeError:
-                ev = None
-            if ev is not None:
-                model = self._model_of[type(ev)]
-                ts = ev.ts
-                if ts.__class__ is not float:
-                    try:
-                        ts = parse_ts(ts)
-                    except ValueError as exc:
-                        rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
-                        continue
-                m = meta.get(model)
-                if m is None:
-                    m = meta[model] = ModelBatch(model)
-                    rows[model], slow[model], preds[model] = [], [], []
-                rows[model].append(msgspec.structs.astuple(ev.features))
-                preds[model].append(ev.prediction)
-                m.index.append(i)
-                m.ids.append(ev.id)
-                m.ts.append(ts)
-                m.labels.append(ev.label)
-                continue
-            try:
-                env = _ENVELOPE.decode(raw)
-            except msgspec.ValidationError as exc:
-                rejected.append(Rejected(i, _reject_reason(str(exc)), str(exc)))
-                continue
-            except msgspec.DecodeError as exc:
-                rejected.append(Rejected(i, "bad_json", str(exc)))
-                continue
-            model = env.model
-            fast = self._fast.get(model)
-            if fast is None:
-                rejected.append(Rejected(i, "unknown_model", f"model {model!r} is not configured"))
-                continue
-            try:
-                ts = parse_ts(env.ts)
-            except ValueError as exc:
-                rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
-                continue
-            try:
-                row: tuple[Any, ...] | None = msgspec.structs.astuple(
-                    fast.decoder.decode(env.features)
-                )
-            except msgspec.DecodeError:
-                try:
-                    feats = orjson.loads(bytes(env.features))
-                except orjson.JSONDecodeError:  # pragma: no cover - msgspec parsed it
-                    feats = None
-                if not isinstance(feats, dict):
-                    rejected.append(Rejected(i, "wrong_type", "'features' must be an object"))
+                outcome = self._fallback(i, raw)
+                if isinstance(outcome, Rejected):
+                    rejected.append(outcome)
                     continue
-                row = None
-            m = meta.get(model)
-            if m is None:
-                m = meta[model] = ModelBatch(model)
-                rows[model], slow[model], preds[model] = [], [], []
-            if row is None:
-                slow[model].append((len(m.index), feats))
-                row = ()
-            rows[model].append(row)
-            preds[model].append(env.prediction)
-            m.index.append(i)
-            m.ids.append(env.id)
-            m.ts.append(ts)
-            m.labels.append(env.label)
+                model, rec, row, feats = outcome
+            ts = rec.ts
+            if ts.__class__ is not float:
+                try:
+                    ts = parse_ts(ts)
+                except ValueError as exc:
+                    rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
+                    continue
+            p = pending.get(model)
+            if p is None:
+                p = pending[model] = _Pending(model)
+            p.add(i, rec, ts, row, feats)
         out: dict[str, ModelBatch] = {}
-        for model, m in meta.items():
-            self.schemas[model].fill(
-                m, rows[model], slow[model], preds[model], self._fast[model].n_num
-            )
-            out[model] = m
+        for model, p in pending.items():
+            self.schemas[model].fill(p.batch, p.rows, p.slow, p.preds, self._fast[model].n_num)
+            out[model] = p.batch
         return out, rejected
+
+    def _fallback(
+        self, i: int, raw: bytes
+    ) -> Rejected | tuple[str, Any, tuple[Any, ...], dict[str, Any] | None]:
+        """A record that does not fit the typed union: why it is rejected, or its features
+        as a plain object for the per-value path."""
+        try:
+            env = _ENVELOPE.decode(raw)
+        except msgspec.ValidationError as exc:
+            return Rejected(i, _reject_reason(str(exc)), str(exc))
+        except msgspec.DecodeError as exc:
+            return Rejected(i, "bad_json", str(exc))
+        fast = self._fast.get(env.model)
+        if fast is None:
+            return Rejected(i, "unknown_model", f"model {env.model!r} is not configured")
+        try:
+            return env.model, env, astuple(fast.decoder.decode(env.features)), None
+        except msgspec.DecodeError:
+            feats = orjson.loads(bytes(env.features))  # valid JSON: msgspec parsed it
+        if not isinstance(feats, dict):
+            return Rejected(i, "wrong_type", "'features' must be an object")
+        return env.model, env, (), feats
+
+
+class _Pending:
+    """The accepted records of one model in the batch being decoded."""
+
+    def __init__(self, model: str) -> None:
+        self.batch = ModelBatch(model)
+        self.rows: list[tuple[Any, ...]] = []
+        self.slow: list[tuple[int, dict[str, Any]]] = []
+        self.preds: list[Any] = []
+
+    def add(
+        self, i: int, rec: Any, ts: float, row: tuple[Any, ...], feats: dict[str, Any] | None
+    ) -> None:
+        if feats is not None:  # checked value by value in ModelSchema.fill
+            self.slow.append((len(self.rows), feats))
+        self.rows.append(row)
+        self.preds.append(rec.prediction)
+        b = self.batch
+        b.index.append(i)
+        b.ids.append(rec.id)
+        b.ts.append(ts)
+        b.labels.append(rec.label)
