@@ -59,7 +59,9 @@ class KSParams(Strict):
 
 
 class ADWINParams(Strict):
-    delta: float = Field(0.002, gt=0, lt=1)
+    # river's default is 0.002; in the demo's 60,000 events that gave one false signal
+    # before the drift, 0.0002 none, with the same detections after it.
+    delta: float = Field(0.0002, gt=0, lt=1)
     clock: int = Field(32, ge=1)
     max_buckets: int = Field(5, ge=1)
     min_window_length: int = Field(5, ge=1)
@@ -76,8 +78,8 @@ class CategoricalParams(Strict):
 class DetectorParams(Strict):
     """Parameters per detector. In overrides, only the keys given replace the defaults.
 
-    The daemon's significance levels (1e-5 per check) are far below the detectors' own
-    defaults: a daemon checks every series every ``stride`` events, for days. Measured on a
+    The daemon's significance levels (1e-5 per check; ADWIN delta 2e-4) are far below the
+    detectors' own defaults: a daemon checks every series every ``stride`` events, for days. Measured on a
     stable stream of 100,000 events x 10 features: 11 false episodes at 1e-3, 1 at 1e-4,
     none at 1e-5, while strong shifts are still caught within one stride.
     """
