@@ -219,6 +219,7 @@ def _run_series(
     grace,
     det,
     det_score,
+    det_width,
     n_det,
     n_missing,
 ):
@@ -288,6 +289,7 @@ def _run_series(
                 istate[s, I_DETECTIONS] += 1
                 det[s, nd] = r
                 det_score[s, nd] = score
+                det_width[s, nd] = fstate[s, F_WIDTH]  # what is left after the cut
                 nd += 1
     n_det[s] = nd
 
@@ -309,6 +311,7 @@ def adwin_update(
     grace,
     det,
     det_score,
+    det_width,
     n_det,
     n_missing,
 ):
@@ -331,6 +334,7 @@ def adwin_update(
             grace,
             det,
             det_score,
+            det_width,
             n_det,
             n_missing,
         )
@@ -353,6 +357,7 @@ def adwin_update_parallel(
     grace,
     det,
     det_score,
+    det_width,
     n_det,
     n_missing,
 ):
@@ -375,6 +380,7 @@ def adwin_update_parallel(
             grace,
             det,
             det_score,
+            det_width,
             n_det,
             n_missing,
         )

@@ -140,6 +140,10 @@ class ADWIN:
         w = self._fstate[:, k.F_WIDTH]
         return np.divide(self._fstate[:, k.F_VARIANCE], w, out=np.zeros_like(w), where=w > 0)
 
+    detection_widths: tuple[npt.NDArray[np.int64], ...] = ()
+    """Per series, for each detection of the last ``update``: the window length left after
+    the cut, i.e. how many of the newest values ADWIN places after the change."""
+
     @property
     def n_detections(self) -> npt.NDArray[np.int64]:
         """Detections per series since construction or the last ``reset``."""
@@ -169,6 +173,7 @@ class ADWIN:
         # detection starts a new window).
         det = np.empty((n_series, n_events // self.clock + 1), dtype=np.int64)
         det_score = np.empty(det.shape)
+        det_width = np.empty(det.shape)
         n_det = np.zeros(n_series, dtype=np.int64)
         n_missing = np.zeros(n_series, dtype=np.int64)
         kernel = k.adwin_update_parallel if self.parallel else k.adwin_update
@@ -188,11 +193,15 @@ class ADWIN:
             float(self.grace_period),
             det,
             det_score,
+            det_width,
             n_det,
             n_missing,
         )
         detections = tuple(det[i, : n_det[i]].copy() for i in range(n_series))
         scores = tuple(det_score[i, : n_det[i]].copy() for i in range(n_series))
+        self.detection_widths = tuple(
+            det_width[i, : n_det[i]].astype(np.int64) for i in range(n_series)
+        )
         score = self._fstate[:, k.F_SCORE].copy()
         return DriftResult(
             detections=detections,

@@ -47,7 +47,7 @@ class _InFlight:
     """A batch whose detection is running in the worker thread."""
 
     records: list[Record]
-    rejected: list[Rejected]
+    dead: list[tuple[Record, Rejected]]
     job: asyncio.Future[list[Alert]]
 
 
@@ -189,9 +189,14 @@ class Daemon:
             delay = BACKOFF_START
             started: _InFlight | None = None
             if records:
-                batches, rejected = self.pipeline.decode([r.value for r in records])
-                job = loop.run_in_executor(self._executor, self.pipeline.detect, batches)
-                started = _InFlight(records, rejected, job)
+                preds = [r for r in records if r.topic == k.topic]
+                labs = [r for r in records if r.topic != k.topic]  # the labels topic
+                batches, rejected = self.pipeline.decode([r.value for r in preds])
+                labels, rejected_labels = self.pipeline.decode_labels([r.value for r in labs])
+                dead = [(preds[x.index], x) for x in rejected]
+                dead += [(labs[x.index], x) for x in rejected_labels]
+                job = loop.run_in_executor(self._executor, self.pipeline.detect, batches, labels)
+                started = _InFlight(records, dead, job)
             if inflight is not None:
                 pending = await self._finish(inflight, pending)
             inflight = started
@@ -205,8 +210,8 @@ class Daemon:
     ) -> dict[tuple[str, int], int]:
         alerts = await batch.job
         await self.pipeline.emit(alerts)
-        for rej in batch.rejected:
-            await self._dead_letter(batch.records[rej.index], rej.reason, rej.detail)
+        for record, rej in batch.dead:
+            await self._dead_letter(record, rej.reason, rej.detail)
         pending.update(next_offsets(batch.records))
         return {} if await self._commit(pending) else pending
 

@@ -37,6 +37,8 @@ REJECT_REASONS = (
     "missing_features",
     "unknown_model",
     "wrong_type",
+    "missing_id",
+    "missing_label",
 )
 
 
@@ -67,6 +69,7 @@ class ModelBatch:
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     wrong_type: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     schema_violations: int = 0
+    predictions: list[Any] = field(default_factory=list)  # raw, for the label join
 
     def __len__(self) -> int:
         return len(self.index)
@@ -79,6 +82,7 @@ class ModelBatch:
             ids=self.ids[lo:hi],
             ts=self.ts[lo:hi],
             labels=self.labels[lo:hi],
+            predictions=self.predictions[lo:hi],
             numeric=self.numeric[lo:hi],
             categorical=[col[lo:hi] for col in self.categorical],
             missing=np.zeros_like(self.missing),
@@ -320,6 +324,7 @@ class Decoder:
         out: dict[str, ModelBatch] = {}
         for model, p in pending.items():
             self.schemas[model].fill(p.batch, p.rows, p.slow, p.preds, self._fast[model].n_num)
+            p.batch.predictions = p.preds
             out[model] = p.batch
         return out, rejected
 
@@ -367,3 +372,65 @@ class _Pending:
         b.ids.append(rec.id)
         b.ts.append(ts)
         b.labels.append(rec.label)
+
+
+class _LabelRecord(msgspec.Struct):
+    model: str
+    id: str
+    label: Any
+    ts: float | str | None = None
+
+
+_LABEL = msgspec.json.Decoder(_LabelRecord)
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    model: str
+    id: str
+    label: Any
+    ts: float
+
+
+def decode_labels(
+    values: Sequence[bytes | None], models: Any, max_bytes: int
+) -> tuple[list[LabelEvent], list[Rejected]]:
+    """Label records ``{"model", "id", "label", "ts"}``; rejections as for predictions."""
+    out: list[LabelEvent] = []
+    rejected: list[Rejected] = []
+    for i, raw in enumerate(values):
+        if not raw:
+            rejected.append(Rejected(i, "empty", "the record has no value"))
+            continue
+        if len(raw) > max_bytes:
+            rejected.append(Rejected(i, "oversized", f"{len(raw)} bytes > max_record_bytes"))
+            continue
+        try:
+            rec = _LABEL.decode(raw)
+        except msgspec.ValidationError as exc:
+            msg = str(exc)
+            reason = (
+                "missing_id"
+                if "`id`" in msg
+                else "missing_label"
+                if "`label`" in msg
+                else _reject_reason(msg)
+            )
+            rejected.append(Rejected(i, reason, msg))
+            continue
+        except msgspec.DecodeError as exc:
+            rejected.append(Rejected(i, "bad_json", str(exc)))
+            continue
+        if rec.model not in models:
+            rejected.append(Rejected(i, "unknown_model", f"model {rec.model!r} is not configured"))
+            continue
+        if rec.label is None:
+            rejected.append(Rejected(i, "missing_label", "'label' is null"))
+            continue
+        try:
+            ts = parse_ts(rec.ts)
+        except ValueError as exc:
+            rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
+            continue
+        out.append(LabelEvent(rec.model, rec.id, rec.label, ts))
+    return out, rejected

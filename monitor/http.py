@@ -68,6 +68,18 @@ def status_document(d: Daemon) -> dict[str, Any]:
             },
             "schema_violations": mon.schema_violations,
             "model_alert_id": firing.get((model, None, "multiple")),
+            "performance": {
+                "task": p.performance[model].task,
+                "labelled": p.performance[model].n,
+                "metrics": p.performance[model].metrics(),
+                "concept_drift_alert_id": firing.get((model, None, "concept_drift")),
+                "labels": {
+                    "joined": p.joins[model].counts.joined,
+                    "expired": p.joins[model].counts.expired,
+                    "orphan": p.joins[model].counts.orphan,
+                    "awaiting": len(p.joins[model].pending),
+                },
+            },
             "series": series,
         }
     return {

@@ -117,6 +117,7 @@ class DriftlineCollector(Collector):
             active,
             alerts,
         )
+        yield from self._performance()
 
         rejected = CounterMetricFamily(
             "driftline_events_rejected", "Records rejected, by reason.", labels=["reason"]
@@ -155,3 +156,55 @@ class DriftlineCollector(Collector):
             "Offset commits that failed (retried with the next batch).",
             value=d.commit_failures,
         )
+
+    def _performance(self) -> Iterator[Metric]:
+        """The label join and the production model's prequential metrics, per model."""
+        p = self.daemon.pipeline
+        joined = CounterMetricFamily(
+            "driftline_labels_joined", "Labels joined to their prediction.", labels=["model"]
+        )
+        expired = CounterMetricFamily(
+            "driftline_predictions_expired",
+            "Predictions that left the join buffer without a label.",
+            labels=["model"],
+        )
+        orphan = CounterMetricFamily(
+            "driftline_labels_orphan", "Labels without a known prediction.", labels=["model"]
+        )
+        pending = GaugeMetricFamily(
+            "driftline_predictions_awaiting_label",
+            "Predictions in the join buffer.",
+            labels=["model"],
+        )
+        pairs = CounterMetricFamily(
+            "driftline_labelled_predictions", "Prediction-label pairs scored.", labels=["model"]
+        )
+        concept = GaugeMetricFamily(
+            "driftline_concept_drift_active",
+            "1 while a concept drift alert is firing.",
+            labels=["model"],
+        )
+        gauges = {
+            name: GaugeMetricFamily(f"driftline_production_{name}", text, labels=["model"])
+            for name, text in (
+                ("accuracy", "Accuracy of the model's own predictions, sliding window."),
+                ("log_loss", "Log-loss of the model's probabilities, sliding window."),
+                ("f1", "F1 of the positive class, sliding window."),
+                ("decayed_error_rate", "Exponentially decayed error rate."),
+                ("mae", "Mean absolute error, sliding window."),
+                ("rmse", "Root mean squared error, sliding window."),
+                ("decayed_mae", "Exponentially decayed absolute error."),
+            )
+        }
+        for model, join in p.joins.items():
+            joined.add_metric([model], join.counts.joined)
+            expired.add_metric([model], join.counts.expired)
+            orphan.add_metric([model], join.counts.orphan)
+            pending.add_metric([model], len(join.pending))
+            perf = p.performance[model]
+            pairs.add_metric([model], perf.n)
+            concept.add_metric([model], 1.0 if p.policy.concept_active(model) else 0.0)
+            for name, value in perf.metrics().items():
+                if value is not None and name in gauges:
+                    gauges[name].add_metric([model], value)
+        yield from (joined, expired, orphan, pending, pairs, concept, *gauges.values())

@@ -7,12 +7,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sinks.base import Sink
 
 from .bank import ModelMonitor
 from .config import Config
-from .decode import Decoder, ModelBatch, Rejected
+from .decode import Decoder, LabelEvent, ModelBatch, Rejected, decode_labels
+from .labels import LabelJoin, Performance
 from .policy import Alert, AlertPolicy
 
 log = logging.getLogger("driftline.pipeline")
@@ -37,6 +39,12 @@ class Pipeline:
         self.monitors = {m: ModelMonitor(config, m) for m in config.models}
         self.policy = AlertPolicy(config.alerting, clock)
         self.sinks = list(sinks)
+        lc = config.labels
+        self.joins = {m: LabelJoin(lc.max_pending, lc.max_age_s) for m in config.models}
+        self.performance = {
+            m: Performance(config.models[m].task, lc.window, lc.decay, lc.delta)
+            for m in config.models
+        }
         self.rejected: Counter[str] = Counter()
         self.batches = 0
         self.processing_seconds = 0.0
@@ -51,12 +59,24 @@ class Pipeline:
             self.rejected[r.reason] += 1
         return batches, rejected
 
-    def detect(self, batches: dict[str, ModelBatch]) -> list[Alert]:
-        """Stage 2: detectors and the alert policy. The daemon runs it in one worker thread
-        (the numba kernels release the GIL) while the event loop decodes the next batch;
-        it is the only writer of the monitors' and the policy's state."""
+    def decode_labels(
+        self, values: Sequence[bytes | None]
+    ) -> tuple[list[LabelEvent], list[Rejected]]:
+        """Stage 1 for the labels topic."""
+        labels, rejected = decode_labels(values, self.monitors, self.config.kafka.max_record_bytes)
+        for r in rejected:
+            self.rejected[r.reason] += 1
+        return labels, rejected
+
+    def detect(
+        self, batches: dict[str, ModelBatch], labels: Sequence[LabelEvent] = ()
+    ) -> list[Alert]:
+        """Stage 2: detectors, the label join, performance and the alert policy. The daemon
+        runs it in one worker thread (the numba kernels release the GIL) while the event
+        loop decodes the next batch; it is the only writer of all this state."""
         start = time.perf_counter()
         alerts: list[Alert] = []
+        pairs: dict[str, list[tuple[Any, Any, float]]] = {}
         for model, batch in batches.items():
             mon = self.monitors[model]
             first = mon.events
@@ -64,6 +84,22 @@ class Pipeline:
             alerts += self.policy.process(mon, detections, first, batch.ts)
             if batch.ts and batch.ts[-1] == batch.ts[-1]:  # not NaN
                 self.last_ts[model] = batch.ts[-1]
+            join, got = self.joins[model], pairs.setdefault(model, [])
+            for pid, pred, label, ts in zip(
+                batch.ids, batch.predictions, batch.labels, batch.ts, strict=True
+            ):
+                if label is not None and pred is not None:
+                    got.append((pred, label, ts))  # labelled at once
+                elif pid is not None and pred is not None:
+                    join.expect(pid, pred, ts)
+        for lab in labels:
+            found = self.joins[lab.model].label(lab.id, lab.label, lab.ts)
+            if found is not None:
+                pairs.setdefault(lab.model, []).append((found.prediction, lab.label, lab.ts))
+        for model, got in pairs.items():
+            perf = self.performance[model]
+            drifts = perf.add(got)
+            alerts += self.policy.concept(self.monitors[model], perf, drifts)
         self.batches += 1
         self.processing_seconds += time.perf_counter() - start
         return alerts
@@ -78,12 +114,17 @@ class Pipeline:
             except Exception:
                 log.exception("sink %s failed to accept %d alert(s)", sink.name, len(alerts))
 
-    async def process(self, values: Sequence[bytes | None]) -> BatchOutcome:
+    async def process(
+        self, values: Sequence[bytes | None], label_values: Sequence[bytes | None] = ()
+    ) -> BatchOutcome:
         """All three stages, one after the other (for tests and simple embedding)."""
         batches, rejected = self.decode(values)
-        alerts = self.detect(batches)
+        labels, label_rejected = self.decode_labels(label_values)
+        alerts = self.detect(batches, labels)
         await self.emit(alerts)
-        return BatchOutcome(sum(len(b) for b in batches.values()), rejected, alerts)
+        return BatchOutcome(
+            sum(len(b) for b in batches.values()), rejected + label_rejected, alerts
+        )
 
 
 def _announce(mon: ModelMonitor) -> None:

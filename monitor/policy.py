@@ -30,8 +30,10 @@ from typing import Any
 
 from .bank import Detection, ModelMonitor
 from .config import AlertingConfig
+from .labels import ConceptDrift, Performance
 
 MODEL_LEVEL = "multiple"
+CONCEPT = "concept_drift"
 
 
 def alert_id(model: str, feature: str | None, detector: str, start_event: int) -> str:
@@ -70,11 +72,14 @@ class Alert:
     reference_summary: dict[str, Any] | None = None
     current_summary: dict[str, Any] | None = None
     features: list[str] | None = None  # model-level alerts: the drifting features
+    error_before: float | None = None  # concept drift: the model's error rate before
+    error_after: float | None = None  # ... and after the estimated change
+    change_at: int | None = None  # concept drift: the labelled pair where it changed
     summary: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for k in ("score", "threshold", "p_value"):
+        for k in ("score", "threshold", "p_value", "error_before", "error_after"):
             v = out[k]
             if v is not None and not math.isfinite(v):
                 out[k] = None
@@ -99,6 +104,7 @@ class _KeyState:
 @dataclass
 class ModelAlerts:
     keys: dict[tuple[str, str], _KeyState] = field(default_factory=dict)
+    concept: _KeyState = field(default_factory=_KeyState)  # counted in labelled pairs
     model_episode: _Episode | None = None
     fired_total: dict[tuple[str, str], int] = field(default_factory=dict)  # (detector, severity)
 
@@ -118,6 +124,91 @@ class AlertPolicy:
         st = self.state(model).keys.get((feature, detector))
         return st is not None and st.episode is not None
 
+    def concept(
+        self, mon: ModelMonitor, perf: Performance, drifts: list[ConceptDrift]
+    ) -> list[Alert]:
+        """Concept-drift episodes (``detector: "concept_drift"``, ``feature: null``), from
+        ADWIN on the production model's errors; periods count labelled pairs."""
+        st = self.state(mon.model).concept
+        wait = self.config.resolve_after_events
+        out: list[Alert] = []
+
+        def resolve_before(index: int, ts: float) -> None:
+            ep = st.episode
+            if ep is not None and ep.last_signal + wait < index:
+                st.episode = None
+                st.quiet_until = ep.last_signal + wait + self.config.cooldown_events
+                out.append(
+                    self._concept_alert(mon, ep, "resolved", ep.last_signal + wait, None, ts)
+                )
+
+        for d in drifts:
+            resolve_before(d.index, d.ts)
+            if st.episode is not None:
+                st.episode.last_signal = d.index
+                continue
+            if d.index < st.quiet_until:
+                continue
+            before, after = d.error_before, d.error_after
+            worse = math.isfinite(after) and math.isfinite(before) and after > before
+            severity = (
+                "critical"
+                if worse and after >= self.config.critical_ratio * max(before, 1e-9)
+                else "warning"
+            )
+            ep = _Episode(
+                alert_id(mon.model, None, CONCEPT, d.index),
+                d.index,
+                self._when(d.ts),
+                d.index,
+                severity,
+            )
+            st.episode = ep
+            totals = self.state(mon.model).fired_total
+            totals[(CONCEPT, severity)] = totals.get((CONCEPT, severity), 0) + 1
+            out.append(self._concept_alert(mon, ep, "firing", d.index, d, d.ts))
+        resolve_before(perf.n, math.nan)
+        return out
+
+    def _concept_alert(
+        self,
+        mon: ModelMonitor,
+        ep: _Episode,
+        status: str,
+        at: int,
+        d: ConceptDrift | None,
+        ts: float,
+    ) -> Alert:
+        if d is not None:
+            text = (
+                f"{mon.model}: concept drift, error rate {d.error_before:.3g} -> "
+                f"{d.error_after:.3g} (change at labelled pair {d.change_at})"
+            )
+        else:
+            text = f"{mon.model}: concept drift resolved"
+        return Alert(
+            id=ep.id,
+            status=status,
+            model=mon.model,
+            feature=None,
+            detector=CONCEPT,
+            severity=ep.severity,
+            score=d.error_after if d else None,
+            threshold=d.error_before if d else None,
+            p_value=None,
+            started_at=ep.started_at,
+            ended_at=self._when(ts) if status == "resolved" else None,
+            start_event=ep.start_event,
+            at_event=at,
+            error_before=d.error_before if d else None,
+            error_after=d.error_after if d else None,
+            change_at=d.change_at if d else None,
+            summary=text,
+        )
+
+    def concept_active(self, model: str) -> bool:
+        return self.state(model).concept.episode is not None
+
     def firing(self) -> list[tuple[str, str | None, str, str]]:
         """Every firing episode: (model, feature, detector, id)."""
         out: list[tuple[str, str | None, str, str]] = []
@@ -127,6 +218,8 @@ class AlertPolicy:
                     out.append((model, feature, det, st.episode.id))
             if ma.model_episode is not None:
                 out.append((model, None, MODEL_LEVEL, ma.model_episode.id))
+            if ma.concept.episode is not None:
+                out.append((model, None, CONCEPT, ma.concept.episode.id))
         return out
 
     def _when(self, ts: float) -> str:

@@ -105,8 +105,9 @@ class KafkaSource:
 
     async def start(self) -> None:
         c = self.config
+        topics = [c.topic] + ([c.labels_topic] if c.labels_topic else [])
         consumer = AIOKafkaConsumer(
-            c.topic,
+            *topics,
             bootstrap_servers=c.bootstrap_servers,
             group_id=c.group_id,
             client_id=c.client_id,

@@ -446,3 +446,71 @@ def test_broker_lost_mid_run_keeps_the_daemon_serving(tmp_path: Path) -> None:
                 proc.kill()
     finally:
         lost.stop()
+
+
+def test_delayed_labels_on_their_topic_raise_a_concept_drift_alert(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver
+) -> None:
+    from monitor.broker import create_topics_sync
+
+    from .test_labels import events as sea_events
+
+    labels_topic = f"{topic}.labels"
+    create_topics_sync(broker.bootstrap, [labels_topic])
+    preds, labels = sea_events(with_labels=False)
+    produce(
+        broker.bootstrap,
+        topic,
+        [pe.replace(b'"model":"sea"', b'"model":"credit-v1"') for pe in preds],
+    )
+    doc = daemon_config(broker.bootstrap, topic, sinks=[{"type": "webhook", "url": receiver.url}])
+    doc["kafka"]["labels_topic"] = labels_topic
+    doc["models"] = {
+        "credit-v1": {
+            "features": {"x0": "numeric", "x1": "numeric", "x2": "numeric"},
+            "prediction": "numeric",
+        }
+    }
+    daemon = Daemon(parse_config(doc, env={}))
+    perf = daemon.pipeline.performance["credit-v1"]
+
+    async def labels_later(d: Daemon) -> bytes:
+        # Ground truth arrives after the predictions were consumed, as in production.
+        await asyncio.to_thread(
+            produce,
+            broker.bootstrap,
+            labels_topic,
+            [lb.replace(b'"model":"sea"', b'"model":"credit-v1"') for lb in labels]
+            + [b'{"model": "credit-v1", "label": 1}'],  # no id: dead-lettered
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            perf.n >= 10000
+            and d.dead_lettered["missing_id"] == 1
+            and any(a["detector"] == "concept_drift" for a in receiver.alerts)
+        ):
+            await asyncio.sleep(0.1)
+        return await asyncio.to_thread(lambda: get(d.http_port, "/metrics")[1])
+
+    text = asyncio.run(
+        run_until(
+            daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 10000, then=labels_later
+        )
+    ).decode()
+    concept = [a for a in receiver.alerts if a["detector"] == "concept_drift"]
+    assert concept, "no concept drift alert reached the webhook"
+    assert concept[0]["status"] == "firing" and concept[0]["feature"] is None
+    assert concept[0]["error_before"] < concept[0]["error_after"]
+    assert daemon.dead_lettered["missing_id"] == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    joined = next(
+        s.value
+        for s in families["driftline_labels_joined"].samples
+        if s.name == "driftline_labels_joined_total"
+    )
+    assert joined == 10000
+    assert "driftline_production_accuracy" in families
+    # 1000 quiet labelled pairs (this config) after the change: the episode has resolved.
+    resolved = [a for a in concept if a["status"] == "resolved"]
+    assert resolved and resolved[0]["id"] == concept[0]["id"]
+    assert next(s.value for s in families["driftline_concept_drift_active"].samples) == 0.0
