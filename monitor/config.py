@@ -134,9 +134,39 @@ class FeatureSpec(Strict):
         return {"type": value} if isinstance(value, str) else value
 
 
+class OnlineModelConfig(Strict):
+    """The online challenger (see monitor.learner)."""
+
+    learner: Literal[
+        "logistic_regression",
+        "linear_regression",
+        "hoeffding_adaptive_tree",
+        "adaptive_random_forest",
+    ]
+    params: dict[str, Any] = Field(default_factory=dict, description="river estimator args")
+    queue_size: int = Field(10_000, ge=1, description="pairs waiting; beyond, new pairs drop")
+    retrain_max: int = Field(5_000, ge=1, description="pairs kept to retrain after a drift")
+
+
 class ModelConfig(Strict):
     features: dict[str, FeatureSpec] = Field(min_length=1)
     task: Literal["classification", "regression"] | None = None  # inferred from labels
+    online_model: OnlineModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _learner_fits_task(self) -> ModelConfig:
+        if self.online_model is None:
+            return self
+        if self.task is None:
+            raise ValueError("online_model needs the model's task (classification or regression)")
+        learner = self.online_model.learner
+        if (learner, self.task) in (
+            ("logistic_regression", "regression"),
+            ("linear_regression", "classification"),
+        ):
+            raise ValueError(f"learner {learner} does not fit task {self.task}")
+        return self
+
     prediction: FeatureSpec | None = None
     reference: ReferenceSpec | None = None
     detectors: list[DetectorName] | None = None

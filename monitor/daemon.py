@@ -134,6 +134,7 @@ class Daemon:
         await self.start_http()
         for sink in self.pipeline.sinks:
             await sink.start()
+        self.pipeline.start()
         self.ready = True
         try:
             await self._connect()
@@ -189,8 +190,8 @@ class Daemon:
             delay = BACKOFF_START
             started: _InFlight | None = None
             if records:
-                preds = [r for r in records if r.topic == k.topic]
-                labs = [r for r in records if r.topic != k.topic]  # the labels topic
+                labs = [r for r in records if k.labels_topic and r.topic == k.labels_topic]
+                preds = [r for r in records if not (k.labels_topic and r.topic == k.labels_topic)]
                 batches, rejected = self.pipeline.decode([r.value for r in preds])
                 labels, rejected_labels = self.pipeline.decode_labels([r.value for r in labs])
                 dead = [(preds[x.index], x) for x in rejected]
@@ -267,4 +268,5 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         self._executor.shutdown(wait=True)
+        self.pipeline.stop()
         log.info("stopped")

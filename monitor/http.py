@@ -10,6 +10,7 @@ while the event loop is serving requests.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,20 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def _learner_status(learner: Any) -> dict[str, Any] | None:
+    if learner is None:
+        return None
+    return {
+        "learner": learner.learner,
+        "learned": learner.learned,
+        "lag_pairs": learner.lag,
+        "dropped": learner.dropped,
+        "adaptations": learner.adaptations,
+        "metrics": learner.performance.metrics(),
+        "error": None if learner.error is None else str(learner.error),
+    }
 
 
 def status_document(d: Daemon) -> dict[str, Any]:
@@ -68,6 +83,7 @@ def status_document(d: Daemon) -> dict[str, Any]:
             },
             "schema_violations": mon.schema_violations,
             "model_alert_id": firing.get((model, None, "multiple")),
+            "online_model": _learner_status(p.learners.get(model)),
             "performance": {
                 "task": p.performance[model].task,
                 "labelled": p.performance[model].n,
@@ -105,6 +121,29 @@ def status_document(d: Daemon) -> dict[str, Any]:
     }
 
 
+def check_features(d: Daemon, model: str, body: Any) -> tuple[str, dict[str, Any]]:
+    """``("", features)`` for a valid ``{"features": {...}}`` body, else the reason."""
+    if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
+        return 'the body must be a JSON object with a "features" object', {}
+    declared = d.config.models[model].features
+    features: dict[str, Any] = {}
+    for name, value in body["features"].items():
+        spec = declared.get(name)
+        if spec is None:
+            return f"unknown feature {name!r} (declared: {', '.join(declared)})", {}
+        if value is None:
+            continue
+        if spec.type == "numeric":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return f"feature {name!r} must be a number or null", {}
+            features[name] = float(value)
+        else:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                return f"feature {name!r} must be a string, a number or null", {}
+            features[name] = value if isinstance(value, str) else str(value)
+    return "", features
+
+
 def build_app(d: Daemon) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(d.registry)
@@ -121,9 +160,28 @@ def build_app(d: Daemon) -> web.Application:
     async def status(_: web.Request) -> web.Response:
         return _json(status_document(d))
 
+    async def predict(request: web.Request) -> web.Response:
+        model = request.match_info["model"]
+        if model not in d.config.models:
+            return _json({"error": f"unknown model {model!r}"}, status=404)
+        learner = d.pipeline.learners.get(model)
+        if learner is None:
+            return _json({"error": f"model {model!r} has no online_model configured"}, 404)
+        if learner.error is not None:
+            return _json({"error": f"the online learner stopped: {learner.error}"}, 503)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"the body is not JSON: {exc}"}, status=400)
+        problem, features = check_features(d, model, body)
+        if problem:
+            return _json({"error": problem}, status=400)
+        return _json(await asyncio.to_thread(learner.predict, features))
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
+    app.router.add_post("/models/{model}/predict", predict)
     return app

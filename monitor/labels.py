@@ -33,6 +33,7 @@ EPS = 1e-15  # log-loss clipping, as is customary
 class Pending:
     prediction: Any
     ts: float
+    features: dict[str, Any] | None = None  # kept for the online learner
 
 
 @dataclass
@@ -60,11 +61,13 @@ class LabelJoin:
         self.counts = JoinCounts()
         self.now = -math.inf
 
-    def expect(self, pid: str, prediction: Any, ts: float) -> None:
+    def expect(
+        self, pid: str, prediction: Any, ts: float, features: dict[str, Any] | None = None
+    ) -> None:
         if pid in self.pending:  # a repeated id: the newest prediction wins
             del self.pending[pid]
             self.counts.expired += 1
-        self.pending[pid] = Pending(prediction, ts)
+        self.pending[pid] = Pending(prediction, ts, features)
         self._advance(ts)
         while len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)

@@ -208,3 +208,46 @@ class DriftlineCollector(Collector):
                 if value is not None and name in gauges:
                     gauges[name].add_metric([model], value)
         yield from (joined, expired, orphan, pending, pairs, concept, *gauges.values())
+        learned = CounterMetricFamily(
+            "driftline_learner_learned",
+            "Pairs the online learner learned (test-then-train).",
+            labels=["model"],
+        )
+        dropped = CounterMetricFamily(
+            "driftline_learner_dropped",
+            "Pairs dropped because the learner's queue was full.",
+            labels=["model"],
+        )
+        lag = GaugeMetricFamily(
+            "driftline_learner_lag_pairs", "Pairs waiting for the online learner.", labels=["model"]
+        )
+        adapted = CounterMetricFamily(
+            "driftline_learner_adaptations",
+            "Learner replacements after concept drift.",
+            labels=["model"],
+        )
+        online = {
+            name: GaugeMetricFamily(
+                f"driftline_online_{name}",
+                f"The online learner's {name.replace('_', ' ')}, prequential.",
+                labels=["model"],
+            )
+            for name in (
+                "accuracy",
+                "log_loss",
+                "f1",
+                "decayed_error_rate",
+                "mae",
+                "rmse",
+                "decayed_mae",
+            )
+        }
+        for model, learner in p.learners.items():
+            learned.add_metric([model], learner.learned)
+            dropped.add_metric([model], learner.dropped)
+            lag.add_metric([model], learner.lag)
+            adapted.add_metric([model], learner.adaptations)
+            for name, value in learner.performance.metrics().items():
+                if value is not None and name in online:
+                    online[name].add_metric([model], value)
+        yield from (learned, dropped, lag, adapted, *online.values())

@@ -12,9 +12,10 @@ from typing import Any
 from sinks.base import Sink
 
 from .bank import ModelMonitor
-from .config import Config
+from .config import PREDICTION, Config
 from .decode import Decoder, LabelEvent, ModelBatch, Rejected, decode_labels
 from .labels import LabelJoin, Performance
+from .learner import OnlineLearner
 from .policy import Alert, AlertPolicy
 
 log = logging.getLogger("driftline.pipeline")
@@ -45,10 +46,32 @@ class Pipeline:
             m: Performance(config.models[m].task, lc.window, lc.decay, lc.delta)
             for m in config.models
         }
+        self.learners: dict[str, OnlineLearner] = {}
+        for m, mc in config.models.items():
+            if mc.online_model is not None and mc.task is not None:
+                om = mc.online_model
+                self.learners[m] = OnlineLearner(
+                    om.learner,
+                    mc.task,
+                    om.params,
+                    queue_size=om.queue_size,
+                    retrain_max=om.retrain_max,
+                    window=lc.window,
+                    decay=lc.decay,
+                )
         self.rejected: Counter[str] = Counter()
         self.batches = 0
         self.processing_seconds = 0.0
         self.last_ts: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Start the online learners' threads."""
+        for learner in self.learners.values():
+            learner.start()
+
+    def stop(self) -> None:
+        for learner in self.learners.values():
+            learner.stop()
 
     def decode(
         self, values: Sequence[bytes | None]
@@ -76,7 +99,7 @@ class Pipeline:
         loop decodes the next batch; it is the only writer of all this state."""
         start = time.perf_counter()
         alerts: list[Alert] = []
-        pairs: dict[str, list[tuple[Any, Any, float]]] = {}
+        pairs: dict[str, list[tuple[Any, Any, float, Any]]] = {}
         for model, batch in batches.items():
             mon = self.monitors[model]
             first = mon.events
@@ -85,21 +108,30 @@ class Pipeline:
             if batch.ts and batch.ts[-1] == batch.ts[-1]:  # not NaN
                 self.last_ts[model] = batch.ts[-1]
             join, got = self.joins[model], pairs.setdefault(model, [])
-            for pid, pred, label, ts in zip(
-                batch.ids, batch.predictions, batch.labels, batch.ts, strict=True
+            feats = _features(mon, batch) if model in self.learners else [None] * len(batch)
+            for pid, pred, label, ts, x in zip(
+                batch.ids, batch.predictions, batch.labels, batch.ts, feats, strict=True
             ):
                 if label is not None and pred is not None:
-                    got.append((pred, label, ts))  # labelled at once
+                    got.append((pred, label, ts, x))  # labelled at once
                 elif pid is not None and pred is not None:
-                    join.expect(pid, pred, ts)
+                    join.expect(pid, pred, ts, x)
         for lab in labels:
             found = self.joins[lab.model].label(lab.id, lab.label, lab.ts)
             if found is not None:
-                pairs.setdefault(lab.model, []).append((found.prediction, lab.label, lab.ts))
+                pairs.setdefault(lab.model, []).append(
+                    (found.prediction, lab.label, lab.ts, found.features)
+                )
         for model, got in pairs.items():
             perf = self.performance[model]
-            drifts = perf.add(got)
-            alerts += self.policy.concept(self.monitors[model], perf, drifts)
+            drifts = perf.add([(pred, label, ts) for pred, label, ts, _ in got])
+            learner = self.learners.get(model)
+            adaptation = None
+            if learner is not None:
+                learner.submit([(x, label) for _, label, _, x in got if x is not None])
+                for d in drifts:
+                    adaptation = learner.adapt(d.change_at)
+            alerts += self.policy.concept(self.monitors[model], perf, drifts, adaptation)
         self.batches += 1
         self.processing_seconds += time.perf_counter() - start
         return alerts
@@ -125,6 +157,18 @@ class Pipeline:
         return BatchOutcome(
             sum(len(b) for b in batches.values()), rejected + label_rejected, alerts
         )
+
+
+def _features(mon: ModelMonitor, batch: ModelBatch) -> list[dict[str, Any]]:
+    """Each event's features (not the prediction) by name, for the online learner."""
+    schema = mon.schema
+    num = [(j, n) for j, n in enumerate(schema.numeric) if n != PREDICTION]
+    cat = [(k, n) for k, n in enumerate(schema.categorical) if n != PREDICTION]
+    rows = batch.numeric.tolist()
+    return [
+        {**{n: rows[i][j] for j, n in num}, **{n: batch.categorical[k][i] for k, n in cat}}
+        for i in range(len(batch))
+    ]
 
 
 def _announce(mon: ModelMonitor) -> None:

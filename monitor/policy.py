@@ -75,6 +75,7 @@ class Alert:
     error_before: float | None = None  # concept drift: the model's error rate before
     error_after: float | None = None  # ... and after the estimated change
     change_at: int | None = None  # concept drift: the labelled pair where it changed
+    adaptation: str | None = None  # concept drift: what the online learner did
     summary: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +126,11 @@ class AlertPolicy:
         return st is not None and st.episode is not None
 
     def concept(
-        self, mon: ModelMonitor, perf: Performance, drifts: list[ConceptDrift]
+        self,
+        mon: ModelMonitor,
+        perf: Performance,
+        drifts: list[ConceptDrift],
+        adaptation: str | None = None,
     ) -> list[Alert]:
         """Concept-drift episodes (``detector: "concept_drift"``, ``feature: null``), from
         ADWIN on the production model's errors; periods count labelled pairs."""
@@ -166,7 +171,9 @@ class AlertPolicy:
             st.episode = ep
             totals = self.state(mon.model).fired_total
             totals[(CONCEPT, severity)] = totals.get((CONCEPT, severity), 0) + 1
-            out.append(self._concept_alert(mon, ep, "firing", d.index, d, d.ts))
+            alert = self._concept_alert(mon, ep, "firing", d.index, d, d.ts)
+            alert.adaptation = adaptation
+            out.append(alert)
         resolve_before(perf.n, math.nan)
         return out
 

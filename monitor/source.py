@@ -70,6 +70,9 @@ class MemorySource:
         return None
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
+        if self.position >= len(self.values):
+            await asyncio.sleep(timeout_ms / 1000)  # like a consumer with nothing to fetch
+            return []
         chunk = self.values[self.position : self.position + max_records]
         out = [Record(self.topic, 0, self.position + i, None, v) for i, v in enumerate(chunk)]
         self.position += len(chunk)

@@ -1,0 +1,165 @@
+"""The online challenger: test-then-train, adaptation on concept drift, /predict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from typing import Any
+
+import orjson
+import pytest
+from river.datasets import synth
+
+from monitor.config import parse_config
+from monitor.daemon import Daemon
+from monitor.learner import OnlineLearner, make_model, river_features
+from monitor.pipeline import Pipeline
+from monitor.source import MemorySource
+
+from .test_policy import RecordingSink
+
+N_BEFORE, N_AFTER = 5000, 8000
+
+
+def sea_events() -> list[bytes]:
+    """SEA with a concept switch after N_BEFORE events (function 0 -> 2, features stable);
+    the production model is the pre-drift concept; labels come inline."""
+    stream = list(synth.SEA(variant=0, seed=1).take(N_BEFORE))
+    stream += list(synth.SEA(variant=2, seed=2).take(N_AFTER))
+    return [
+        orjson.dumps(
+            {
+                "model": "sea",
+                "id": f"q{i}",
+                "ts": 1.7e9 + i,
+                "features": {f"x{k}": float(v) for k, v in x.items()},
+                "prediction": 0.9 if x[0] + x[1] > 8 else 0.1,
+                "label": bool(y),
+            }
+        )
+        for i, (x, y) in enumerate(stream)
+    ]
+
+
+def config(learner: str, http: bool = False, **extra: Any) -> dict[str, Any]:
+    return {
+        "kafka": {"topic": "p"},
+        "defaults": {"reference": {"warmup": 1000}},
+        "models": {
+            "sea": {
+                "features": {"x0": "numeric", "x1": "numeric", "x2": "numeric"},
+                "prediction": "numeric",
+                "task": "classification",
+                "online_model": {"learner": learner, **extra},
+            }
+        },
+        **({"http": {"port": 0}} if http else {}),
+    }
+
+
+@pytest.mark.parametrize("learner", ["logistic_regression", "hoeffding_adaptive_tree"])
+def test_concept_drift_is_caught_and_the_learner_recovers(learner: str) -> None:
+    sink = RecordingSink()
+    pipe = Pipeline(parse_config(config(learner), env={}), [sink])
+    pipe.start()
+    try:
+        values = sea_events()
+        for lo in range(0, len(values), 1000):
+            asyncio.run(pipe.process(values[lo : lo + 1000]))
+        pipe.learners["sea"].drain()
+    finally:
+        pipe.stop()
+    concept = [a for a in sink.alerts if a.detector == "concept_drift" and a.status == "firing"]
+    assert concept, "no concept_drift alert"
+    first = concept[0]
+    assert N_BEFORE <= first.start_event < N_BEFORE + 1000  # a bounded delay
+    assert first.adaptation and learner in first.adaptation
+    # The features never drift: no data-drift alert on them.
+    assert not [a for a in sink.alerts if a.feature in ("x0", "x1", "x2")]
+    fixed = pipe.performance["sea"].metrics()["accuracy"]
+    online = pipe.learners["sea"].performance.metrics()["accuracy"]
+    assert fixed is not None and online is not None
+    assert online > fixed, (online, fixed)  # the last 1000 labels, all after the drift
+    assert pipe.learners["sea"].adaptations >= 1
+
+
+def test_river_features_and_learner_choices() -> None:
+    assert river_features({"a": 1.0, "c": "x", "m": None}, one_hot=False) == {"a": 1.0, "c": "x"}
+    with pytest.raises(ValueError, match="classification"):
+        make_model("logistic_regression", "regression", {})
+    with pytest.raises(ValueError, match="unknown learner"):
+        make_model("svm", "classification", {})
+    assert make_model("adaptive_random_forest", "regression", {"seed": 1}) is not None
+
+
+def test_config_requires_a_task_that_fits_the_learner() -> None:
+    doc = config("logistic_regression")
+    doc["models"]["sea"]["task"] = "regression"
+    with pytest.raises(Exception, match="does not fit task regression"):
+        parse_config(doc, env={})
+    del doc["models"]["sea"]["task"]
+    with pytest.raises(Exception, match="needs the model's task"):
+        parse_config(doc, env={})
+
+
+def test_a_full_queue_drops_instead_of_blocking() -> None:
+    learner = OnlineLearner("logistic_regression", "classification", {}, queue_size=10)
+    learner.submit([({"x": float(i)}, i % 2 == 0) for i in range(25)])  # thread not started
+    assert learner.lag == 10 and learner.dropped == 15
+    learner.start()
+    learner.drain()
+    learner.stop()
+    assert learner.learned == 10 and learner.lag == 0
+
+
+def post(port: int | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_predict_endpoint_answers_and_refuses_bad_input() -> None:
+    doc = config("logistic_regression", http=True)
+    values = sea_events()[:3000]
+    daemon = Daemon(parse_config(doc, env={}), source=MemorySource(values), sinks=[])
+
+    async def go() -> dict[str, tuple[int, dict[str, Any]]]:
+        task = asyncio.create_task(daemon.run())
+        while daemon.pipeline.learners["sea"].learned < 3000:
+            await asyncio.sleep(0.05)
+        out = {}
+        cases = {
+            "good": ("/models/sea/predict", {"features": {"x0": 9.0, "x1": 9.0, "x2": 1.0}}),
+            "low": ("/models/sea/predict", {"features": {"x0": 0.5, "x1": 0.5, "x2": None}}),
+            "no_features": ("/models/sea/predict", {"x0": 1}),
+            "bad_type": ("/models/sea/predict", {"features": {"x0": "high"}}),
+            "unknown_feature": ("/models/sea/predict", {"features": {"zz": 1}}),
+            "unknown_model": ("/models/nope/predict", {"features": {}}),
+        }
+        for name, (path, body) in cases.items():
+            out[name] = await asyncio.to_thread(post, daemon.http_port, path, orjson.dumps(body))
+        out["not_json"] = await asyncio.to_thread(
+            post, daemon.http_port, "/models/sea/predict", b"{oops"
+        )
+        daemon.request_stop()
+        await task
+        return out
+
+    got = asyncio.run(go())
+    code, body = got["good"]
+    assert code == 200 and body["prediction"] is True and body["proba"]["true"] > 0.5
+    assert body["learned"] == 3000
+    assert got["low"][0] == 200 and got["low"][1]["prediction"] is False
+    for case in ("no_features", "bad_type", "unknown_feature", "not_json"):
+        assert got[case][0] == 400 and got[case][1]["error"], case
+    assert "x0" in got["bad_type"][1]["error"] and "zz" in got["unknown_feature"][1]["error"]
+    assert got["unknown_model"][0] == 404
