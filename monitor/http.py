@@ -40,8 +40,8 @@ def _learner_status(learner: Any) -> dict[str, Any] | None:
         "lag_pairs": learner.lag,
         "dropped": learner.dropped,
         "adaptations": learner.adaptations,
-        "metrics": learner.performance.metrics(),
-        "error": None if learner.error is None else str(learner.error),
+        "metrics": learner.metrics(),
+        "error": learner.error,
     }
 
 
@@ -176,7 +176,10 @@ def build_app(d: Daemon) -> web.Application:
         problem, features = check_features(d, model, body)
         if problem:
             return _json({"error": problem}, status=400)
-        return _json(await asyncio.to_thread(learner.predict, features))
+        try:
+            return _json(await asyncio.to_thread(learner.predict, features))
+        except (TimeoutError, RuntimeError) as exc:
+            return _json({"error": f"the online learner cannot answer: {exc}"}, status=503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

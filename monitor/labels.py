@@ -33,7 +33,7 @@ EPS = 1e-15  # log-loss clipping, as is customary
 class Pending:
     prediction: Any
     ts: float
-    features: dict[str, Any] | None = None  # kept for the online learner
+    features: Any = None  # the event's features, kept for the online learner
 
 
 @dataclass
@@ -61,9 +61,7 @@ class LabelJoin:
         self.counts = JoinCounts()
         self.now = -math.inf
 
-    def expect(
-        self, pid: str, prediction: Any, ts: float, features: dict[str, Any] | None = None
-    ) -> None:
+    def expect(self, pid: str, prediction: Any, ts: float, features: Any = None) -> None:
         if pid in self.pending:  # a repeated id: the newest prediction wins
             del self.pending[pid]
             self.counts.expired += 1

@@ -247,7 +247,7 @@ class DriftlineCollector(Collector):
             dropped.add_metric([model], learner.dropped)
             lag.add_metric([model], learner.lag)
             adapted.add_metric([model], learner.adaptations)
-            for name, value in learner.performance.metrics().items():
+            for name, value in learner.metrics().items():
                 if value is not None and name in online:
                     online[name].add_metric([model], value)
         yield from (learned, dropped, lag, adapted, *online.values())

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from sinks.base import Sink
 
 from .bank import ModelMonitor
@@ -54,6 +56,8 @@ class Pipeline:
                     om.learner,
                     mc.task,
                     om.params,
+                    numeric=[n for n in self.monitors[m].schema.numeric if n != PREDICTION],
+                    categorical=[n for n in self.monitors[m].schema.categorical if n != PREDICTION],
                     queue_size=om.queue_size,
                     retrain_max=om.retrain_max,
                     window=lc.window,
@@ -108,14 +112,15 @@ class Pipeline:
             if batch.ts and batch.ts[-1] == batch.ts[-1]:  # not NaN
                 self.last_ts[model] = batch.ts[-1]
             join, got = self.joins[model], pairs.setdefault(model, [])
-            feats = _features(mon, batch) if model in self.learners else [None] * len(batch)
+            feats = _rows(mon, batch) if model in self.learners else [None] * len(batch)
             for pid, pred, label, ts, x in zip(
                 batch.ids, batch.predictions, batch.labels, batch.ts, feats, strict=True
             ):
                 if label is not None and pred is not None:
                     got.append((pred, label, ts, x))  # labelled at once
                 elif pid is not None and pred is not None:
-                    join.expect(pid, pred, ts, x)
+                    # Waiting for its label: keep a copy, not a view into the whole batch.
+                    join.expect(pid, pred, ts, None if x is None else (x[0].copy(), x[1]))
         for lab in labels:
             found = self.joins[lab.model].label(lab.id, lab.label, lab.ts)
             if found is not None:
@@ -128,7 +133,15 @@ class Pipeline:
             learner = self.learners.get(model)
             adaptation = None
             if learner is not None:
-                learner.submit([(x, label) for _, label, _, x in got if x is not None])
+                rows = [(x, label) for _, label, _, x in got if x is not None]
+                if rows:
+                    learner.submit(
+                        (
+                            np.array([x[0] for x, _ in rows]),
+                            [x[1] for x, _ in rows],
+                            [label for _, label in rows],
+                        )
+                    )
                 for d in drifts:
                     adaptation = learner.adapt(d.change_at)
             alerts += self.policy.concept(self.monitors[model], perf, drifts, adaptation)
@@ -159,16 +172,19 @@ class Pipeline:
         )
 
 
-def _features(mon: ModelMonitor, batch: ModelBatch) -> list[dict[str, Any]]:
-    """Each event's features (not the prediction) by name, for the online learner."""
+def _rows(mon: ModelMonitor, batch: ModelBatch) -> list[tuple[Any, tuple[Any, ...]]]:
+    """Each event's features for the online learner: its numeric feature values (a row of
+    the batch's matrix, the prediction left out) and its categorical values."""
     schema = mon.schema
-    num = [(j, n) for j, n in enumerate(schema.numeric) if n != PREDICTION]
-    cat = [(k, n) for k, n in enumerate(schema.categorical) if n != PREDICTION]
-    rows = batch.numeric.tolist()
-    return [
-        {**{n: rows[i][j] for j, n in num}, **{n: batch.categorical[k][i] for k, n in cat}}
-        for i in range(len(batch))
-    ]
+    num_cols = [j for j, n in enumerate(schema.numeric) if n != PREDICTION]
+    cat_cols = [k for k, n in enumerate(schema.categorical) if n != PREDICTION]
+    num = batch.numeric[:, num_cols]
+    cats: list[tuple[Any, ...]] = (
+        list(zip(*[batch.categorical[k] for k in cat_cols], strict=True))
+        if cat_cols
+        else [()] * len(batch)
+    )
+    return [(num[i], cats[i]) for i in range(len(batch))]
 
 
 def _announce(mon: ModelMonitor) -> None:

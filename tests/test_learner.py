@@ -7,6 +7,7 @@ import json
 import urllib.request
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from river.datasets import synth
@@ -78,7 +79,7 @@ def test_concept_drift_is_caught_and_the_learner_recovers(learner: str) -> None:
     # The features never drift: no data-drift alert on them.
     assert not [a for a in sink.alerts if a.feature in ("x0", "x1", "x2")]
     fixed = pipe.performance["sea"].metrics()["accuracy"]
-    online = pipe.learners["sea"].performance.metrics()["accuracy"]
+    online = pipe.learners["sea"].metrics()["accuracy"]
     assert fixed is not None and online is not None
     assert online > fixed, (online, fixed)  # the last 1000 labels, all after the drift
     assert pipe.learners["sea"].adaptations >= 1
@@ -103,14 +104,24 @@ def test_config_requires_a_task_that_fits_the_learner() -> None:
         parse_config(doc, env={})
 
 
-def test_a_full_queue_drops_instead_of_blocking() -> None:
-    learner = OnlineLearner("logistic_regression", "classification", {}, queue_size=10)
-    learner.submit([({"x": float(i)}, i % 2 == 0) for i in range(25)])  # thread not started
+def test_a_full_backlog_drops_batches_instead_of_blocking() -> None:
+    learner = OnlineLearner(
+        "logistic_regression", "classification", {}, numeric=["x"], categorical=[], queue_size=10
+    )
+    for b in range(5):  # not started: nothing is learned yet, the backlog fills up
+        learner.submit(
+            (
+                np.arange(b * 5, b * 5 + 5, dtype=float)[:, None],
+                [()] * 5,
+                [i % 2 == 0 for i in range(5)],
+            )
+        )
     assert learner.lag == 10 and learner.dropped == 15
     learner.start()
     learner.drain()
-    learner.stop()
     assert learner.learned == 10 and learner.lag == 0
+    assert learner.predict({"x": 3.0})["learned"] == 10
+    learner.stop()
 
 
 def post(port: int | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
