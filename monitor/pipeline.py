@@ -129,7 +129,16 @@ class Pipeline:
                 )
         for model, got in pairs.items():
             perf = self.performance[model]
+            known = perf.task
             drifts = perf.add([(pred, label, ts) for pred, label, ts, _ in got])
+            if known is None and perf.task is not None:
+                log.info(
+                    "model %s: task inferred from its first labels: %s (set "
+                    "models.%s.task to fix it)",
+                    model,
+                    perf.task,
+                    model,
+                )
             learner = self.learners.get(model)
             adaptation = None
             if learner is not None:
