@@ -264,6 +264,7 @@ class ModelMonitor:
         self.wrong_type = np.zeros(len(self.schema.series), dtype=np.int64)
         self.schema_violations = 0
         self.bank: DetectorBank | None = None
+        self.reference: Reference | None = None
         spec = config.reference_for(model)
         self.warmup = spec.warmup or 0
         self._ref_num: list[np.ndarray] = []
@@ -282,8 +283,62 @@ class ModelMonitor:
 
     def _ready(self, reference: Reference) -> None:
         self._ref_n = reference.n_events
+        self.reference = reference
         self.bank = DetectorBank(self.config, self.schema, reference)
         self._ref_num, self._ref_cat = [], []
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything that determines this model's future output (see monitor.checkpoint)."""
+        state: dict[str, Any] = {
+            "events": self.events,
+            "missing": self.missing.copy(),
+            "wrong_type": self.wrong_type.copy(),
+            "schema_violations": self.schema_violations,
+            "ref_n": self._ref_n,
+            "ref_num": [a.copy() for a in self._ref_num],
+            "ref_cat": [list(c) for c in self._ref_cat],
+            "reference": self.reference,
+            "bank": None,
+        }
+        bank = self.bank
+        if bank is not None:
+            state["bank"] = {
+                "detectors": [g.det.export_state() for g in bank.groups],
+                "unseen": bank.unseen.copy(),
+                "recent": (bank._recent_num.copy(), bank._recent_cat.copy(), bank._recent_pos),
+                "status": {
+                    k: (st.score, st.threshold, st.drifting, st.window_size, st.reference_size)
+                    for k, st in bank.status.items()
+                },
+            }
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`export_state`; the detector bank is rebuilt from the configuration
+        and the saved reference, then each detector takes its saved state."""
+        self.events = state["events"]
+        self.missing[...] = state["missing"]
+        self.wrong_type[...] = state["wrong_type"]
+        self.schema_violations = state["schema_violations"]
+        self.bank = None
+        self.reference = None
+        self._ref_n = state["ref_n"]
+        self._ref_num = list(state["ref_num"])
+        self._ref_cat = [list(c) for c in state["ref_cat"]]
+        saved = state["bank"]
+        if state["reference"] is None or saved is None:
+            return
+        self._ready(state["reference"])
+        bank = self.bank
+        assert bank is not None
+        for group, det_state in zip(bank.groups, saved["detectors"], strict=True):
+            group.det = type(group.det).from_state(det_state)
+        bank.unseen[...] = saved["unseen"]
+        bank._recent_num[...], bank._recent_cat[...], bank._recent_pos = saved["recent"]
+        for key, (score, threshold, drifting, window, ref) in saved["status"].items():
+            st = bank.status[key]
+            st.score, st.threshold, st.drifting = score, threshold, drifting
+            st.window_size, st.reference_size = window, ref
 
     def process(
         self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -14,6 +16,7 @@ import numpy as np
 from sinks.base import Sink
 
 from .bank import ModelMonitor
+from .checkpoint import CheckpointError
 from .config import PREDICTION, Config
 from .decode import Decoder, LabelEvent, ModelBatch, Rejected, decode_labels
 from .labels import LabelJoin, Performance
@@ -67,6 +70,42 @@ class Pipeline:
         self.batches = 0
         self.processing_seconds = 0.0
         self.last_ts: dict[str, float] = {}
+
+    def fingerprint(self) -> str:
+        """A hash of the configuration that shapes the state (models, defaults, alerting,
+        labels): a checkpoint made under another one is refused."""
+        doc = self.config.model_dump_json(include={"models", "defaults", "alerting", "labels"})
+        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that determines future output, for a checkpoint. The online learners'
+        models are not included yet: after a restore they start learning afresh."""
+        return {
+            "fingerprint": self.fingerprint(),
+            "monitors": {m: mon.export_state() for m, mon in self.monitors.items()},
+            "policy": copy.deepcopy(self.policy.models),
+            "joins": copy.deepcopy(self.joins),
+            "performance": copy.deepcopy(self.performance),
+            "rejected": dict(self.rejected),
+            "last_ts": dict(self.last_ts),
+            "batches": self.batches,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`snapshot` as if never stopped."""
+        if state.get("fingerprint") != self.fingerprint():
+            raise CheckpointError(
+                "the checkpoint was made under another configuration of models, defaults, "
+                "alerting or labels; remove the state directory to start afresh"
+            )
+        for model, mon_state in state["monitors"].items():
+            self.monitors[model].load_state(mon_state)
+        self.policy.models = state["policy"]
+        self.joins = state["joins"]
+        self.performance = state["performance"]
+        self.rejected = Counter(state["rejected"])
+        self.last_ts = dict(state["last_ts"])
+        self.batches = state["batches"]
 
     def start(self) -> None:
         """Start the online learners' threads."""
