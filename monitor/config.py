@@ -212,6 +212,15 @@ class LabelsConfig(Strict):
     delta: float = Field(0.002, gt=0, lt=1, description="ADWIN on the error stream")
 
 
+class StateConfig(Strict):
+    """Checkpoints in a local directory (a sidecar's volume). The directory must be
+    writable by the daemon alone (checkpoints are pickled: see monitor.checkpoint)."""
+
+    path: Path | None = None
+    checkpoint_every_events: int = Field(50_000, ge=1)
+    checkpoint_every_s: float = Field(30.0, gt=0)
+
+
 # -- I/O ---------------------------------------------------------------------------------
 class KafkaConfig(Strict):
     bootstrap_servers: str = "localhost:9092"
@@ -258,6 +267,7 @@ class Config(Strict):
     sinks: list[SinkConfig] = Field(default_factory=list)
     alerting: AlertingConfig = AlertingConfig()
     labels: LabelsConfig = LabelsConfig()
+    state: StateConfig = StateConfig()
     shutdown_timeout_s: float = Field(10.0, gt=0)
 
     def feature_specs(self, model: str) -> dict[str, FeatureSpec]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +33,7 @@ from sinks.base import Sink
 from sinks.log import LogSink
 from sinks.webhook import WebhookSink
 
+from .checkpoint import CheckpointError, LocalStore
 from .config import Config, LogSinkConfig, WebhookSinkConfig
 from .decode import Rejected
 from .http import build_app
@@ -103,6 +106,16 @@ class Daemon:
         # One worker keeps batches in order; numba kernels release the GIL, so detection
         # overlaps with fetching and decoding on the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-detect")
+        st = config.state
+        self.store = LocalStore(st.path) if st.path is not None else None
+        self.checkpoint_name = re.sub(
+            r"[^A-Za-z0-9_.-]", "_", f"{config.kafka.group_id}.{config.kafka.topic}"
+        )
+        self.checkpoints = 0
+        self._position: dict[tuple[str, int], int] = {}  # next offsets of finished batches
+        self._resume: dict[tuple[str, int], int] = {}
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -135,6 +148,7 @@ class Daemon:
         for sink in self.pipeline.sinks:
             await sink.start()
         self.pipeline.start()
+        self._restore()
         self.ready = True
         try:
             await self._connect()
@@ -153,7 +167,7 @@ class Daemon:
         k = self.config.kafka
         while not self.stopping:
             try:
-                await self.source.start()
+                await self.source.start(self._resume)
             except (KafkaError, OSError) as exc:
                 self.last_kafka_error = f"{type(exc).__name__}: {exc}"
                 log.error(
@@ -196,6 +210,12 @@ class Daemon:
                 labels, rejected_labels = self.pipeline.decode_labels([r.value for r in labs])
                 dead = [(preds[x.index], x) for x in rejected]
                 dead += [(labs[x.index], x) for x in rejected_labels]
+                if self._checkpoint_due():
+                    # A checkpoint needs the worker idle: finish the batch in flight first.
+                    if inflight is not None:
+                        pending = await self._finish(inflight, pending)
+                        inflight = None
+                    await self._checkpoint()
                 job = loop.run_in_executor(self._executor, self.pipeline.detect, batches, labels)
                 started = _InFlight(records, dead, job)
             if inflight is not None:
@@ -205,6 +225,51 @@ class Daemon:
             pending = await self._finish(inflight, pending)
         if pending:
             await self._commit(pending)
+        if self.store is not None:
+            await self._checkpoint()
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Continue from the newest usable checkpoint. Fallback when there is none or it
+        cannot be used (another format version or configuration): start afresh, warming
+        up new references, and say so."""
+        if self.store is None:
+            return
+        try:
+            loaded = self.store.load(self.checkpoint_name)
+            if loaded is None:
+                log.info("no checkpoint in %s: starting afresh", self.store.path)
+                return
+            state, path = loaded
+            self.pipeline.restore(state["pipeline"])
+        except CheckpointError as exc:
+            log.error("%s; starting afresh (references warm up again)", exc)
+            return
+        self._resume = dict(state["offsets"])
+        self._position = dict(state["offsets"])
+        log.info(
+            "restored %s: resuming at %s",
+            path.name,
+            ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(self._resume.items())),
+        )
+
+    def _checkpoint_due(self) -> bool:
+        if self.store is None:
+            return False
+        st = self.config.state
+        return self._since_checkpoint >= st.checkpoint_every_events or (
+            self._since_checkpoint > 0
+            and time.monotonic() - self._last_checkpoint >= st.checkpoint_every_s
+        )
+
+    async def _checkpoint(self) -> None:
+        """State and next offsets from the same point of the stream (no batch in flight)."""
+        assert self.store is not None
+        state = {"pipeline": self.pipeline.snapshot(), "offsets": dict(self._position)}
+        await asyncio.to_thread(self.store.save, self.checkpoint_name, state)
+        self.checkpoints += 1
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     async def _finish(
         self, batch: _InFlight, pending: dict[tuple[str, int], int]
@@ -213,7 +278,10 @@ class Daemon:
         await self.pipeline.emit(alerts)
         for record, rej in batch.dead:
             await self._dead_letter(record, rej.reason, rej.detail)
-        pending.update(next_offsets(batch.records))
+        done = next_offsets(batch.records)
+        pending.update(done)
+        self._position.update(done)
+        self._since_checkpoint += len(batch.records)
         return {} if await self._commit(pending) else pending
 
     async def _dead_letter(self, record: Record, reason: str, detail: str) -> None:

@@ -112,6 +112,13 @@ def status_document(d: Daemon) -> dict[str, Any]:
             "last_error": d.last_kafka_error,
         },
         "events_rejected": dict(p.rejected),
+        "state": None
+        if d.store is None
+        else {
+            "path": str(d.store.path),
+            "checkpoints_written": d.checkpoints,
+            "position": {f"{t}/{p_}": o for (t, p_), o in sorted(d._position.items())},
+        },
         "alerts_firing": [
             {"model": m, "feature": f, "detector": det, "id": aid}
             for m, f, det, aid in p.policy.firing()

@@ -7,9 +7,14 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 
 from .config import KafkaConfig
 
@@ -31,7 +36,7 @@ class Record:
 class Source(Protocol):
     """A stream of records with explicit commits (commit only what has been processed)."""
 
-    async def start(self) -> None: ...
+    async def start(self, resume: Offsets | None = None) -> None: ...
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]: ...
 
@@ -66,8 +71,9 @@ class MemorySource:
     committed: Offsets = field(default_factory=dict)
     dead: list[tuple[Record, str, str]] = field(default_factory=list)
 
-    async def start(self) -> None:
-        return None
+    async def start(self, resume: Offsets | None = None) -> None:
+        if resume:
+            self.position = resume.get((self.topic, 0), self.position)
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
         if self.position >= len(self.values):
@@ -106,11 +112,12 @@ class KafkaSource:
         self.producer: AIOKafkaProducer | None = None
         self._next: Offsets = {}
 
-    async def start(self) -> None:
+    async def start(self, resume: Offsets | None = None) -> None:
+        """Join the group; on every assignment, partitions found in ``resume`` (a
+        checkpoint's next offsets) start there instead of at the group's committed offset."""
         c = self.config
         topics = [c.topic] + ([c.labels_topic] if c.labels_topic else [])
         consumer = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=c.bootstrap_servers,
             group_id=c.group_id,
             client_id=c.client_id,
@@ -120,6 +127,7 @@ class KafkaSource:
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_partition_fetch_bytes=max(1_048_576, c.max_record_bytes * 2),
         )
+        consumer.subscribe(topics, listener=_Resume(consumer, dict(resume or {})))
         try:
             await consumer.start()
         except BaseException:
@@ -208,3 +216,26 @@ class KafkaSource:
                 log.warning("error while closing a Kafka client: %s", exc)
         self.producer = None
         self.consumer = None
+
+
+class _Resume(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Seeks newly assigned partitions to a checkpoint's offsets."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, offsets: Offsets) -> None:
+        self.consumer = consumer
+        self.offsets = offsets
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            offset = self.offsets.get((tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+                log.info(
+                    "resuming %s/%d at offset %d from the checkpoint",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
