@@ -80,11 +80,14 @@ class LocalStore:
         return sorted(self.path.glob(f"{name}.*.ckpt"))
 
     def save(self, name: str, state: dict[str, Any]) -> Path:
+        return self.save_bytes(name, encode(state))
+
+    def save_bytes(self, name: str, data: bytes) -> Path:
+        """Write an already encoded checkpoint (atomically, see the module doc)."""
         files = self._files(name)
         seq = int(files[-1].name.split(".")[-2]) + 1 if files else 1
         final = self.path / f"{name}.{seq:012d}.ckpt"
         tmp = self.path / f".{final.name}.tmp"
-        data = encode(state)
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()

@@ -33,7 +33,7 @@ from sinks.base import Sink
 from sinks.log import LogSink
 from sinks.webhook import WebhookSink
 
-from .checkpoint import CheckpointError, LocalStore
+from .checkpoint import CheckpointError, LocalStore, encode
 from .config import Config, LogSinkConfig, WebhookSinkConfig
 from .decode import Rejected
 from .http import build_app
@@ -265,8 +265,10 @@ class Daemon:
     async def _checkpoint(self) -> None:
         """State and next offsets from the same point of the stream (no batch in flight)."""
         assert self.store is not None
-        state = {"pipeline": self.pipeline.snapshot(), "offsets": dict(self._position)}
-        await asyncio.to_thread(self.store.save, self.checkpoint_name, state)
+        # Serialized here, while the worker is idle (the pickle is the consistent copy);
+        # only the file write leaves the event loop.
+        data = encode({"pipeline": self.pipeline.snapshot(), "offsets": dict(self._position)})
+        await asyncio.to_thread(self.store.save_bytes, self.checkpoint_name, data)
         self.checkpoints += 1
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()

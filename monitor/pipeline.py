@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import time
@@ -78,14 +77,16 @@ class Pipeline:
         return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything that determines future output, for a checkpoint. The online learners'
-        models are not included yet: after a restore they start learning afresh."""
+        """Everything that determines future output, for a checkpoint. It refers to live
+        state: serialize it (``checkpoint.encode``) before the pipeline processes again.
+        The online learners' models are not included yet: after a restore they learn
+        afresh."""
         return {
             "fingerprint": self.fingerprint(),
             "monitors": {m: mon.export_state() for m, mon in self.monitors.items()},
-            "policy": copy.deepcopy(self.policy.models),
-            "joins": copy.deepcopy(self.joins),
-            "performance": copy.deepcopy(self.performance),
+            "policy": self.policy.models,
+            "joins": self.joins,
+            "performance": self.performance,
             "rejected": dict(self.rejected),
             "last_ts": dict(self.last_ts),
             "batches": self.batches,
@@ -143,6 +144,8 @@ class Pipeline:
         start = time.perf_counter()
         alerts: list[Alert] = []
         pairs: dict[str, list[tuple[Any, Any, float, Any]]] = {}
+        # Without a labels topic, labels can only come inline: nothing waits for one.
+        buffered = self.config.kafka.labels_topic is not None
         for model, batch in batches.items():
             mon = self.monitors[model]
             first = mon.events
@@ -157,7 +160,7 @@ class Pipeline:
             ):
                 if label is not None and pred is not None:
                     got.append((pred, label, ts, x))  # labelled at once
-                elif pid is not None and pred is not None:
+                elif buffered and pid is not None and pred is not None:
                     # Waiting for its label: keep a copy, not a view into the whole batch.
                     join.expect(pid, pred, ts, None if x is None else (x[0].copy(), x[1]))
         for lab in labels:
