@@ -1,0 +1,194 @@
+"""Checkpoints: their time and size per 1,000 monitored series, and what they cost the
+consume loop.
+
+1. Ten models x 100 numeric features (1,000 series, each with PSI, KS and ADWIN) warmed up
+   and fed; then ``snapshot`` + write (atomic, fsync) timed, min and median of the runs,
+   and the file's size.
+2. The daemon over 200,000 events x 20 features in an embedded broker, alternating runs:
+   checkpoints off, and every 10,000 events. The ratio of their events/s is the cost.
+
+Writes ``results/checkpoint.json`` and ``results/checkpoint.md``.
+
+    python -m benchmarks.bench_checkpoint [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from rich.console import Console
+
+from monitor.checkpoint import LocalStore
+from monitor.config import parse_config
+from monitor.pipeline import Pipeline
+
+from .bench_daemon import events, fill, peak_rss_mib, run_daemon
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def wide_pipeline(n_models: int, n_features: int, n_events: int) -> Pipeline:
+    names = [f"f{i:03d}" for i in range(n_features)]
+    cfg = parse_config(
+        {
+            "kafka": {"topic": "t"},
+            "defaults": {"reference": {"warmup": 2000}},
+            "models": {
+                f"m{k}": {"features": dict.fromkeys(names, "numeric")} for k in range(n_models)
+            },
+        },
+        env={},
+    )
+    pipe = Pipeline(cfg, [])
+    rng = np.random.default_rng(0)
+    for k in range(n_models):
+        X = rng.normal(size=(n_events, n_features))
+        values = [
+            orjson.dumps(
+                {"model": f"m{k}", "features": dict(zip(names, row.tolist(), strict=True))}
+            )
+            for row in X
+        ]
+        for lo in range(0, n_events, 1000):
+            asyncio.run(pipe.process(values[lo : lo + 1000]))
+    return pipe
+
+
+def worker(mode: str, bootstrap: str, topic: str, group: str, n: int) -> None:
+    import benchmarks.bench_daemon as bd
+
+    if mode == "checkpoints":
+        base = bd.config
+        state_dir = tempfile.mkdtemp(prefix="driftline-bench-")
+
+        def with_state(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
+            doc = base(bootstrap, topic, group)
+            doc["state"] = {
+                "path": state_dir,
+                "checkpoint_every_events": 10_000,
+                "checkpoint_every_s": 3600,
+            }
+            return doc
+
+        bd.config = with_state
+    seconds, seen = asyncio.run(run_daemon(bootstrap, topic, group, n))
+    print(
+        json.dumps(
+            {"mode": mode, "seconds": seconds, "events": seen, "peak_rss_mib": peak_rss_mib()}
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", choices=["off", "checkpoints"], help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--events", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.bootstrap, args.topic, args.group, args.events)
+        return
+
+    from monitor.broker import EmbeddedBroker, create_topics
+
+    console = Console()
+    repeats = 2 if args.quick else 3
+    console.print("building 10 models x 100 features ...")
+    pipe = wide_pipeline(10, 100, 2500 if args.quick else 4000)
+    store_dir = Path(tempfile.mkdtemp(prefix="driftline-ckpt-"))
+    store = LocalStore(store_dir)
+    times = []
+    path = None
+    for _ in range(5):
+        start = time.perf_counter()
+        path = store.save("bench", {"pipeline": pipe.snapshot(), "offsets": {}})
+        times.append(time.perf_counter() - start)
+    assert path is not None
+    size = path.stat().st_size
+    n = 30_000 if args.quick else 200_000
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "checkpoints": []}
+    with EmbeddedBroker() as broker:
+        asyncio.run(create_topics(broker.bootstrap, ["ck"]))
+        values = events(n)
+        asyncio.run(fill(broker.bootstrap, "ck", values))
+        del values
+        for i in range(repeats):
+            for mode in ("off", "checkpoints"):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.bench_checkpoint",
+                        "--worker",
+                        mode,
+                        "--bootstrap",
+                        broker.bootstrap,
+                        "--topic",
+                        "ck",
+                        "--group",
+                        f"{mode}-{i}",
+                        "--events",
+                        str(n),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    check=True,
+                )
+                runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def eps(mode: str) -> float:
+        return statistics.median(r["events"] / r["seconds"] for r in runs[mode])
+
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "series": 1000,
+        "checkpoint_seconds": {"min": min(times), "median": statistics.median(times)},
+        "checkpoint_bytes": size,
+        "daemon_events": n,
+        "events_per_s": {m: eps(m) for m in runs},
+        "ratio_checkpoints_vs_off": eps("checkpoints") / eps("off"),
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "checkpoint-quick" if args.quick else "checkpoint"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = "\n".join(
+        [
+            "# Checkpoint benchmark",
+            "",
+            f"Measured {result['date']}.",
+            "",
+            "| what | value |",
+            "|---|---|",
+            "| series (10 models x 100 numeric features, PSI+KS+ADWIN each) | 1,000 |",
+            f"| checkpoint time (snapshot, pickle, fsync, rename), median | "
+            f"{result['checkpoint_seconds']['median'] * 1000:.0f} ms |",
+            f"| checkpoint size | {size / 1e6:.1f} MB |",
+            f"| daemon events/s, checkpoints every 10,000 events vs off ({n:,} events x 20 "
+            f"features) | {result['ratio_checkpoints_vs_off']:.2f} |",
+            "",
+        ]
+    )
+    (args.out / f"{name}.md").write_text(md)
+    console.print(md)
+
+
+if __name__ == "__main__":
+    main()
