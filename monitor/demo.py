@@ -53,7 +53,7 @@ def loan_stream(n: int, drift_at: int, seed: int) -> list[dict[str, Any]]:
     # Labels follow the applicant as generated; after the drift the model sees shifted
     # features, so its accuracy drops: a concept drift from the model's point of view.
     rows = [(x, y) for x, y in synth.Agrawal(classification_function=0, seed=seed).take(n)]
-    model = tree.HoeffdingTreeClassifier(grace_period=100)
+    model: Any = tree.HoeffdingTreeClassifier(grace_period=100)  # river is untyped
     for x, y in rows[:TRAIN]:
         model.learn_one({k: float(x[k]) for k in NUMERIC}, y)
     rng = np.random.default_rng(seed)
