@@ -111,6 +111,8 @@ class KafkaSource:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._next: Offsets = {}
+        # Resume offsets not yet confirmed by a record fetched from them.
+        self._expect: Offsets = {}
 
     async def start(self, resume: Offsets | None = None) -> None:
         """Join the group; on every assignment, partitions found in ``resume`` (a
@@ -127,6 +129,7 @@ class KafkaSource:
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_partition_fetch_bytes=max(1_048_576, c.max_record_bytes * 2),
         )
+        self._expect = dict(resume or {})
         consumer.subscribe(topics, listener=_Resume(consumer, dict(resume or {})))
         try:
             await consumer.start()
@@ -152,9 +155,17 @@ class KafkaSource:
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
         assert self.consumer is not None
+        await self._enforce_resume()
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         out: list[Record] = []
         for tp in sorted(batches, key=lambda t: t.partition):
+            want = self._expect.get((tp.topic, tp.partition))
+            if want is not None and batches[tp]:
+                if batches[tp][0].offset != want:
+                    # Fetched from elsewhere (a fetch issued before the seek): drop, re-seek.
+                    self.consumer.seek(tp, want)
+                    continue
+                del self._expect[(tp.topic, tp.partition)]
             for m in batches[tp]:
                 out.append(
                     Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
@@ -162,6 +173,27 @@ class KafkaSource:
             if batches[tp]:
                 self._next[(tp.topic, tp.partition)] = batches[tp][-1].offset + 1
         return out
+
+    async def _enforce_resume(self) -> None:
+        """A seek made while a fetch is in flight can be overtaken by that fetch: until a
+        partition has delivered a record from its checkpoint offset, check its position
+        before every fetch and seek again if it moved elsewhere."""
+        if not self._expect or self.consumer is None:
+            return
+        for tp in self.consumer.assignment():
+            want = self._expect.get((tp.topic, tp.partition))
+            if want is None:
+                continue
+            position = await self.consumer.position(tp)
+            if position != want:
+                log.info(
+                    "re-seeking %s/%d from %d to the checkpoint offset %d",
+                    tp.topic,
+                    tp.partition,
+                    position,
+                    want,
+                )
+                self.consumer.seek(tp, want)
 
     async def commit(self, offsets: Offsets) -> None:
         assert self.consumer is not None

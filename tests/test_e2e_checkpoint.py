@@ -29,6 +29,7 @@ def run_once(
     hook: WebhookReceiver,
     tmp: Path,
     kill_after: int | None = None,
+    total: int = N,
 ) -> subprocess.Popen[bytes]:
     port = free_port()
     doc = daemon_config(bootstrap, topic, sinks=[{"type": "webhook", "url": hook.url}])
@@ -38,7 +39,7 @@ def run_once(
     doc["state"] = {"path": str(state_dir), "checkpoint_every_events": 1500}
     tmp.mkdir(parents=True, exist_ok=True)
     proc = start_cli(write_config(tmp, doc))
-    target = N if kill_after is None else kill_after
+    target = total if kill_after is None else kill_after
     try:
         wait_http(
             port,
@@ -102,3 +103,33 @@ def test_sigkill_then_restart_ends_in_the_state_of_an_uninterrupted_run(
     ref_ids = {a["id"] for a in ref_hook.alerts}
     crash_ids = {a["id"] for a in crash_hook.alerts}
     assert ref_ids and crash_ids <= ref_ids  # deterministic ids: no episode is invented
+
+
+def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_used(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path
+) -> None:
+    produce(broker.bootstrap, topic, loan_events(6000, drift_at=None, seed=3))
+    hook = WebhookReceiver().start()
+    try:
+        first = run_once(
+            broker.bootstrap, topic, "g", tmp_path / "state", hook, tmp_path / "a", total=6000
+        )
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        files = sorted((tmp_path / "state").glob("*.ckpt"))
+        assert len(files) == 2  # the newest two are kept
+        data = bytearray(files[-1].read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        files[-1].write_bytes(bytes(data))  # the newest is now corrupt
+        again = run_once(
+            broker.bootstrap, topic, "g", tmp_path / "state", hook, tmp_path / "b", total=6000
+        )
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0  # no crash
+    finally:
+        hook.stop()
+    log = (tmp_path / "b" / "run.log").read_text()
+    assert "checksum mismatch" in log and "trying the previous one" in log
+    assert f"restored {files[0].name}" in log
+    final = final_state(tmp_path / "state", "g", topic)
+    assert final["pipeline"]["monitors"]["credit-v1"]["events"] == 6000
