@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -34,7 +32,7 @@ from monitor.checkpoint import LocalStore
 from monitor.config import parse_config
 from monitor.pipeline import Pipeline
 
-from .bench_daemon import events, fill, peak_rss_mib, run_daemon
+from .bench_daemon import alternate, events, fill, peak_rss_mib, run_daemon
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -122,36 +120,19 @@ def main() -> None:
     assert path is not None
     size = path.stat().st_size
     n = 30_000 if args.quick else 200_000
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "checkpoints": []}
     with EmbeddedBroker() as broker:
         asyncio.run(create_topics(broker.bootstrap, ["ck"]))
         values = events(n)
         asyncio.run(fill(broker.bootstrap, "ck", values))
         del values
-        for i in range(repeats):
-            for mode in ("off", "checkpoints"):
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.bench_checkpoint",
-                        "--worker",
-                        mode,
-                        "--bootstrap",
-                        broker.bootstrap,
-                        "--topic",
-                        "ck",
-                        "--group",
-                        f"{mode}-{i}",
-                        "--events",
-                        str(n),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=900,
-                    check=True,
-                )
-                runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs = alternate(
+            "benchmarks.bench_checkpoint",
+            ("off", "checkpoints"),
+            broker.bootstrap,
+            "ck",
+            n,
+            repeats,
+        )
 
     def eps(mode: str) -> float:
         return statistics.median(r["events"] / r["seconds"] for r in runs[mode])

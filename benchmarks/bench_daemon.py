@@ -162,6 +162,47 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
+def alternate(
+    module: str,
+    modes: tuple[str, ...],
+    bootstrap: str,
+    topic: str,
+    n: int,
+    repeats: int,
+    on_run: Any = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run ``python -m module --worker MODE`` for each mode in turn, ``repeats`` times, each
+    in a fresh consumer group over the same topic; returns each worker's JSON line."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for i in range(repeats):
+        for mode in modes:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    module,
+                    "--worker",
+                    mode,
+                    "--bootstrap",
+                    bootstrap,
+                    "--topic",
+                    topic,
+                    "--group",
+                    f"{mode}-{i}",
+                    "--events",
+                    str(n),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=True,
+            )
+            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            if on_run is not None:
+                on_run()
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50k events, 2 runs per side")
@@ -182,7 +223,6 @@ def main() -> None:
     n = args.events or (50_000 if args.quick else 500_000)
     repeats = 2 if args.quick else args.repeats
     console = Console()
-    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "daemon": []}
     with EmbeddedBroker() as broker, Progress(console=console) as progress:
         topic = "bench"
         asyncio.run(create_topics(broker.bootstrap, [topic]))
@@ -194,31 +234,15 @@ def main() -> None:
         del values  # the workers are forked from this process: keep it small
         progress.advance(task)
         task = progress.add_task("consuming (bare / daemon, alternating)", total=2 * repeats)
-        for i in range(repeats):
-            for mode in ("bare", "daemon"):
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.bench_daemon",
-                        "--worker",
-                        mode,
-                        "--bootstrap",
-                        broker.bootstrap,
-                        "--topic",
-                        topic,
-                        "--group",
-                        f"{mode}-{i}",
-                        "--events",
-                        str(n),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=900,
-                    check=True,
-                )
-                runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                progress.advance(task)
+        runs = alternate(
+            "benchmarks.bench_daemon",
+            ("bare", "daemon"),
+            broker.bootstrap,
+            topic,
+            n,
+            repeats,
+            on_run=lambda: progress.advance(task),
+        )
 
     def rates(mode: str) -> list[float]:
         return [r["events"] / r["seconds"] for r in runs[mode]]

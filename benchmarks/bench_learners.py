@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +32,7 @@ from rich.progress import Progress
 
 from monitor.learner import LEARNERS, OnlineLearner
 
-from .bench_daemon import FEATURES, MODEL, fill, peak_rss_mib, run_daemon
+from .bench_daemon import FEATURES, MODEL, alternate, fill, peak_rss_mib, run_daemon
 
 RESULTS = Path(__file__).parent / "results"
 CLASSIFIERS = [name for name in LEARNERS if name != "linear_regression"]
@@ -146,7 +144,6 @@ def main() -> None:
     repeats = 2 if quick else 3
     rates: dict[str, list[float]] = {name: [] for name in CLASSIFIERS}
     n = 30_000 if quick else 200_000
-    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "learning": []}
     with Progress(console=console) as progress:
         task = progress.add_task("learners", total=repeats * len(CLASSIFIERS))
         for _ in range(repeats):
@@ -159,31 +156,15 @@ def main() -> None:
             asyncio.run(fill(broker.bootstrap, "learn", values))
             del values
             task = progress.add_task("daemon without / with learning", total=2 * repeats)
-            for i in range(repeats):
-                for mode in ("plain", "learning"):
-                    out = subprocess.run(
-                        [
-                            sys.executable,
-                            "-m",
-                            "benchmarks.bench_learners",
-                            "--worker",
-                            mode,
-                            "--bootstrap",
-                            broker.bootstrap,
-                            "--topic",
-                            "learn",
-                            "--group",
-                            f"{mode}-{i}",
-                            "--events",
-                            str(n),
-                        ],
-                        capture_output=True,
-                        text=True,
-                        timeout=900,
-                        check=True,
-                    )
-                    runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                    progress.advance(task)
+            runs = alternate(
+                "benchmarks.bench_learners",
+                ("plain", "learning"),
+                broker.bootstrap,
+                "learn",
+                n,
+                repeats,
+                on_run=lambda: progress.advance(task),
+            )
 
     def eps(mode: str) -> list[float]:
         return [r["events"] / r["seconds"] for r in runs[mode]]
