@@ -32,7 +32,7 @@ from monitor.checkpoint import LocalStore
 from monitor.config import parse_config
 from monitor.pipeline import Pipeline
 
-from .bench_daemon import alternate, events, fill, peak_rss_mib, run_daemon
+from .bench_daemon import alternate, events, fill, report, run_daemon, worker_args
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -64,40 +64,24 @@ def wide_pipeline(n_models: int, n_features: int, n_events: int) -> Pipeline:
     return pipe
 
 
+def with_checkpoints(doc: dict[str, Any]) -> None:
+    doc["state"] = {
+        "path": tempfile.mkdtemp(prefix="driftline-bench-"),
+        "checkpoint_every_events": 10_000,
+        "checkpoint_every_s": 3600,
+    }
+
+
 def worker(mode: str, bootstrap: str, topic: str, group: str, n: int) -> None:
-    import benchmarks.bench_daemon as bd
-
-    if mode == "checkpoints":
-        base = bd.config
-        state_dir = tempfile.mkdtemp(prefix="driftline-bench-")
-
-        def with_state(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
-            doc = base(bootstrap, topic, group)
-            doc["state"] = {
-                "path": state_dir,
-                "checkpoint_every_events": 10_000,
-                "checkpoint_every_s": 3600,
-            }
-            return doc
-
-        bd.config = with_state
-    seconds, seen = asyncio.run(run_daemon(bootstrap, topic, group, n))
-    print(
-        json.dumps(
-            {"mode": mode, "seconds": seconds, "events": seen, "peak_rss_mib": peak_rss_mib()}
-        )
-    )
+    adjust = with_checkpoints if mode == "checkpoints" else None
+    report(mode, *asyncio.run(run_daemon(bootstrap, topic, group, n, adjust)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--worker", choices=["off", "checkpoints"], help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
-    parser.add_argument("--topic", help=argparse.SUPPRESS)
-    parser.add_argument("--group", help=argparse.SUPPRESS)
-    parser.add_argument("--events", type=int, default=None, help=argparse.SUPPRESS)
+    worker_args(parser, ["off", "checkpoints"])
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.bootstrap, args.topic, args.group, args.events)

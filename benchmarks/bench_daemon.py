@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,14 @@ async def run_bare(bootstrap: str, topic: str, group: str, n: int) -> tuple[floa
         await consumer.stop()
 
 
-async def run_daemon(bootstrap: str, topic: str, group: str, n: int) -> tuple[float, int]:
+async def run_daemon(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    n: int,
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[float, int]:
+    """The daemon over the topic; ``adjust`` may change its configuration document first."""
     from detectors import ADWIN, KS, PSI
     from monitor.config import parse_config
     from monitor.daemon import Daemon
@@ -130,7 +138,10 @@ async def run_daemon(bootstrap: str, topic: str, group: str, n: int) -> tuple[fl
     warm = np.random.default_rng(0).normal(size=(600, 2))
     for det in (ADWIN(), KS(warm, window=100, stride=10), PSI(warm, window=100)):
         det.update(warm)
-    daemon = Daemon(parse_config(config(bootstrap, topic, group), env={}))
+    doc = config(bootstrap, topic, group)
+    if adjust is not None:
+        adjust(doc)
+    daemon = Daemon(parse_config(doc, env={}))
     task = asyncio.create_task(daemon.run())
     mon = daemon.pipeline.monitors[MODEL]
     first = 0.0
@@ -146,11 +157,24 @@ async def run_daemon(bootstrap: str, topic: str, group: str, n: int) -> tuple[fl
     return took, mon.events
 
 
-def worker(mode: str, bootstrap: str, topic: str, group: str, n: int) -> None:
-    run = run_bare if mode == "bare" else run_daemon
-    seconds, seen = asyncio.run(run(bootstrap, topic, group, n))
+def report(mode: str, seconds: float, seen: int) -> None:
+    """A worker's one JSON line, read by :func:`alternate`."""
     out = {"mode": mode, "seconds": seconds, "events": seen, "peak_rss_mib": peak_rss_mib()}
     print(json.dumps(out))
+
+
+def worker_args(parser: argparse.ArgumentParser, modes: list[str]) -> None:
+    """The hidden arguments :func:`alternate` passes to a worker process."""
+    parser.add_argument("--worker", choices=modes, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--events", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def worker(mode: str, bootstrap: str, topic: str, group: str, n: int) -> None:
+    run = run_bare if mode == "bare" else run_daemon
+    report(mode, *asyncio.run(run(bootstrap, topic, group, n)))
 
 
 def peak_rss_mib() -> float:

@@ -32,7 +32,7 @@ from rich.progress import Progress
 
 from monitor.learner import LEARNERS, OnlineLearner
 
-from .bench_daemon import FEATURES, MODEL, alternate, fill, peak_rss_mib, run_daemon
+from .bench_daemon import FEATURES, MODEL, alternate, fill, report, run_daemon, worker_args
 
 RESULTS = Path(__file__).parent / "results"
 CLASSIFIERS = [name for name in LEARNERS if name != "linear_regression"]
@@ -92,39 +92,21 @@ def labelled_events(n: int, seed: int = 0) -> list[bytes]:
     ]
 
 
+def with_learner(doc: dict[str, Any]) -> None:
+    doc["models"][MODEL]["task"] = "classification"
+    doc["models"][MODEL]["online_model"] = {"learner": "logistic_regression", "queue_size": 20_000}
+
+
 def worker(mode: str, bootstrap: str, topic: str, group: str, n: int) -> None:
-    import benchmarks.bench_daemon as bd
-
-    if mode == "learning":
-        base = bd.config
-
-        def with_learner(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
-            doc = base(bootstrap, topic, group)
-            doc["models"][MODEL]["task"] = "classification"
-            doc["models"][MODEL]["online_model"] = {
-                "learner": "logistic_regression",
-                "queue_size": 20_000,
-            }
-            return doc
-
-        bd.config = with_learner
-    seconds, seen = asyncio.run(run_daemon(bootstrap, topic, group, n))
-    print(
-        json.dumps(
-            {"mode": mode, "seconds": seconds, "events": seen, "peak_rss_mib": peak_rss_mib()}
-        )
-    )
+    adjust = with_learner if mode == "learning" else None
+    report(mode, *asyncio.run(run_daemon(bootstrap, topic, group, n, adjust)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--worker", choices=["plain", "learning"], help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
-    parser.add_argument("--topic", help=argparse.SUPPRESS)
-    parser.add_argument("--group", help=argparse.SUPPRESS)
-    parser.add_argument("--events", type=int, default=None, help=argparse.SUPPRESS)
+    worker_args(parser, ["plain", "learning"])
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.bootstrap, args.topic, args.group, args.events)
