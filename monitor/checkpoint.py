@@ -13,6 +13,7 @@ documented fallback); a checkpoint of another format version is refused, never m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -20,7 +21,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import DriftlineError
 
@@ -68,6 +69,35 @@ def decode(data: bytes) -> dict[str, Any]:
     return state
 
 
+class Store(Protocol):
+    """Where a partition's checkpoints go. ``put`` returns once the checkpoint is durable;
+    ``get`` answers the newest usable one (falling back to older ones, see ``LocalStore``)
+    and where it came from, or None when there is none."""
+
+    async def start(self) -> None: ...
+
+    async def put(self, name: str, data: bytes) -> None: ...
+
+    async def get(self, name: str) -> tuple[dict[str, Any], str] | None: ...
+
+    async def stop(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def load_first(candidates: list[tuple[str, bytes]]) -> tuple[dict[str, Any], str] | None:
+    """The first checkpoint (newest first) that decodes; a corrupt one is reported and the
+    next tried; one of another format version is refused (CheckpointError)."""
+    for where, data in candidates:
+        try:
+            return decode(data), where
+        except CheckpointError as exc:
+            if "format version" in str(exc):
+                raise CheckpointError(f"{where}: {exc}") from None
+            log.error("checkpoint %s is unusable (%s); trying the previous one", where, exc)
+    return None
+
+
 class LocalStore:
     """Checkpoints named ``<name>.<sequence>.ckpt`` in one directory."""
 
@@ -105,13 +135,28 @@ class LocalStore:
 
     def load(self, name: str) -> tuple[dict[str, Any], Path] | None:
         """The newest usable checkpoint, falling back to older ones; None if there is none."""
+        candidates: list[tuple[str, bytes]] = []
         for path in reversed(self._files(name)):
             try:
-                return decode(path.read_bytes()), path
-            except CheckpointError as exc:
-                if "format version" in str(exc):
-                    raise CheckpointError(f"{path}: {exc}") from None
-                log.error("checkpoint %s is unusable (%s); trying the previous one", path, exc)
+                candidates.append((str(path), path.read_bytes()))
             except OSError as exc:
                 log.error("cannot read checkpoint %s (%s); trying the previous one", path, exc)
+        found = load_first(candidates)
+        return None if found is None else (found[0], Path(found[1]))
+
+    # -- the Store protocol ------------------------------------------------------------
+    async def start(self) -> None:
         return None
+
+    async def put(self, name: str, data: bytes) -> None:
+        await asyncio.to_thread(self.save_bytes, name, data)
+
+    async def get(self, name: str) -> tuple[dict[str, Any], str] | None:
+        found = await asyncio.to_thread(self.load, name)
+        return None if found is None else (found[0], found[1].name)
+
+    async def stop(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"directory {self.path}"

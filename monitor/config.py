@@ -213,12 +213,24 @@ class LabelsConfig(Strict):
 
 
 class StateConfig(Strict):
-    """Checkpoints in a local directory (a sidecar's volume). The directory must be
-    writable by the daemon alone (checkpoints are pickled: see monitor.checkpoint)."""
+    """Where checkpoints go: ``path`` (a local directory, a sidecar's volume; it must be
+    writable by the daemon alone, checkpoints are pickled: see monitor.checkpoint) or
+    ``changelog_topic`` (a Kafka topic keyed by group/topic/partition, for scale-out: any
+    instance of the group can restore any partition). One checkpoint per owned partition is
+    taken every ``checkpoint_every_events`` processed events or ``checkpoint_every_s``
+    seconds, whichever comes first, on partition revocation and at clean shutdown."""
 
     path: Path | None = None
+    changelog_topic: str | None = Field(None, min_length=1)
+    changelog_chunk_bytes: int = Field(512 * 1024, ge=1024, le=4 * 1024 * 1024)
     checkpoint_every_events: int = Field(50_000, ge=1)
     checkpoint_every_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_store(self) -> StateConfig:
+        if self.path is not None and self.changelog_topic is not None:
+            raise ValueError("set either path (local directory) or changelog_topic, not both")
+        return self
 
 
 # -- I/O ---------------------------------------------------------------------------------

@@ -33,14 +33,15 @@ from sinks.base import Sink
 from sinks.log import LogSink
 from sinks.webhook import WebhookSink
 
-from .checkpoint import CheckpointError, LocalStore, encode
+from .changelog import ChangelogStore
+from .checkpoint import CheckpointError, LocalStore, Store, encode
 from .config import Config, LogSinkConfig, WebhookSinkConfig
 from .decode import Rejected
 from .http import build_app
 from .metrics import DriftlineCollector
 from .pipeline import Pipeline
 from .policy import Alert
-from .source import KafkaSource, Record, Source, next_offsets
+from .source import KafkaSource, Offsets, Record, Source, next_offsets
 
 log = logging.getLogger("driftline.daemon")
 
@@ -56,6 +57,17 @@ class _InFlight:
 
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
+
+
+def build_store(config: Config) -> Store | None:
+    st = config.state
+    if st.path is not None:
+        return LocalStore(st.path)
+    if st.changelog_topic is not None:
+        return ChangelogStore(
+            config.kafka.bootstrap_servers, st.changelog_topic, chunk_bytes=st.changelog_chunk_bytes
+        )
+    return None
 
 
 def build_sinks(config: Config) -> list[Sink]:
@@ -106,16 +118,20 @@ class Daemon:
         # One worker keeps batches in order; numba kernels release the GIL, so detection
         # overlaps with fetching and decoding on the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-detect")
-        st = config.state
-        self.store = LocalStore(st.path) if st.path is not None else None
-        self.checkpoint_name = re.sub(
-            r"[^A-Za-z0-9_.-]", "_", f"{config.kafka.group_id}.{config.kafka.topic}"
-        )
+        self.store = build_store(config)
         self.checkpoints = 0
-        self._position: dict[tuple[str, int], int] = {}  # next offsets of finished batches
-        self._resume: dict[tuple[str, int], int] = {}
+        self.checkpoint_seconds = 0.0  # the last one, all partitions
+        self.checkpoint_bytes = 0
+        self.restores: Counter[str] = Counter()  # restored / fresh / failed
+        self.owned: set[int] = set()  # partition numbers whose state this instance holds
+        self._kept: set[int] = set()  # revoked in the rebalance under way, state still here
+        self._work = asyncio.Lock()  # one of: a batch step, a checkpoint, a rebalance
+        self._inflight: _InFlight | None = None
+        self._pending: Offsets = {}  # processed, not yet committed
+        self._position: Offsets = {}  # next offsets of finished batches
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._store_started = False
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -148,7 +164,6 @@ class Daemon:
         for sink in self.pipeline.sinks:
             await sink.start()
         self.pipeline.start()
-        self._restore()
         self.ready = True
         try:
             await self._connect()
@@ -167,7 +182,10 @@ class Daemon:
         k = self.config.kafka
         while not self.stopping:
             try:
-                await self.source.start(self._resume)
+                if self.store is not None and not self._store_started:
+                    await self.store.start()
+                    self._store_started = True
+                await self.source.start(self)
             except (KafkaError, OSError) as exc:
                 self.last_kafka_error = f"{type(exc).__name__}: {exc}"
                 log.error(
@@ -186,12 +204,10 @@ class Daemon:
 
     async def _consume(self) -> None:
         """Fetch and decode batch k+1 while batch k's detectors run in the worker thread;
-        then finish batch k (alerts to sinks, dead letters, commit) in order."""
+        then finish batch k (alerts to sinks, dead letters, commit) in order. Each step
+        holds ``_work``, so a rebalance or a checkpoint finds the worker idle between steps."""
         k = self.config.kafka
-        loop = asyncio.get_running_loop()
         delay = BACKOFF_START
-        inflight: _InFlight | None = None
-        pending: dict[tuple[str, int], int] = {}
         while not self.stopping:
             try:
                 records = await self.source.fetch(k.fetch_timeout_ms, k.max_batch_records)
@@ -202,56 +218,151 @@ class Daemon:
                 delay = min(BACKOFF_CAP, delay * 2)
                 continue
             delay = BACKOFF_START
-            started: _InFlight | None = None
-            if records:
-                labs = [r for r in records if k.labels_topic and r.topic == k.labels_topic]
-                preds = [r for r in records if not (k.labels_topic and r.topic == k.labels_topic)]
-                batches, rejected = self.pipeline.decode([r.value for r in preds])
-                labels, rejected_labels = self.pipeline.decode_labels([r.value for r in labs])
-                dead = [(preds[x.index], x) for x in rejected]
-                dead += [(labs[x.index], x) for x in rejected_labels]
+            async with self._work:
+                # Records of a partition given up since they were fetched belong to its
+                # new owner (which reads them from its checkpoint): drop them.
+                records = [r for r in records if r.partition in self.owned]
+                started = self._start(records) if records else None
+                if self._inflight is not None:
+                    await self._finish(self._inflight)
+                self._inflight = started
                 if self._checkpoint_due():
-                    # A checkpoint needs the worker idle: finish the batch in flight first.
-                    if inflight is not None:
-                        pending = await self._finish(inflight, pending)
-                        inflight = None
-                    await self._checkpoint()
-                job = loop.run_in_executor(self._executor, self.pipeline.detect, batches, labels)
-                started = _InFlight(records, dead, job)
-            if inflight is not None:
-                pending = await self._finish(inflight, pending)
-            inflight = started
-        if inflight is not None:
-            pending = await self._finish(inflight, pending)
-        if pending:
-            await self._commit(pending)
-        if self.store is not None:
-            await self._checkpoint()
+                    await self._drain()
+                    await self._checkpoint(self.owned)
+        async with self._work:
+            await self._drain()
+            if self._pending:
+                await self._commit(self._pending)
+            if self.store is not None:
+                await self._checkpoint(self.owned)
+
+    def _start(self, records: list[Record]) -> _InFlight:
+        """Decode a batch and hand it to the worker thread."""
+        lt = self.config.kafka.labels_topic
+        labs = [r for r in records if lt and r.topic == lt]
+        preds = [r for r in records if not (lt and r.topic == lt)]
+        batches, rejected = self.pipeline.decode(
+            [r.value for r in preds], [r.partition for r in preds]
+        )
+        labels, rejected_labels = self.pipeline.decode_labels(
+            [r.value for r in labs], [r.partition for r in labs]
+        )
+        dead = [(preds[x.index], x) for x in rejected]
+        dead += [(labs[x.index], x) for x in rejected_labels]
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, self.pipeline.detect, batches, labels)
+        return _InFlight(records, dead, job)
+
+    async def _drain(self) -> None:
+        """Finish the batch in flight, if any (call with ``_work`` held)."""
+        if self._inflight is not None:
+            batch, self._inflight = self._inflight, None
+            await self._finish(batch)
+
+    # -- ownership: Kafka's rebalance callbacks ------------------------------------------------
+    async def revoked(self, partitions: list[tuple[str, int]]) -> None:
+        """Before partitions are given up: finish what is in flight, commit, and checkpoint
+        them, so that their next owner continues exactly from here."""
+        parts = {p for _, p in partitions} & self.owned
+        async with self._work:
+            await self._drain()
+            if self._pending:
+                await self._commit(self._pending)
+            if self.store is not None and parts:
+                await self._checkpoint(parts)
+            self.owned -= parts
+            self._kept |= parts
+        log.info("partitions %s revoked (checkpointed)", sorted(parts))
+
+    async def assigned(self, partitions: list[tuple[str, int]]) -> Offsets:
+        """Before the first record of the new assignment: partitions this instance held
+        until this rebalance continue from memory; others are restored from the store
+        and read from their checkpoint's offsets."""
+        parts = sorted({p for _, p in partitions})
+        offsets: Offsets = {}
+        async with self._work:
+            await self._drain()
+            for p in self._kept - set(parts):
+                self._forget(p)
+            for p in parts:
+                if p in self._kept or p in self.owned:
+                    offsets.update(self._offsets_of(p))
+                else:
+                    offsets.update(await self._restore(p))
+            self._kept = set()
+            self.owned = set(parts)
+        wanted = set(partitions)
+        return {tp: o for tp, o in offsets.items() if tp in wanted}
+
+    def _forget(self, partition: int) -> None:
+        self.pipeline.drop(partition)
+        for tp in [tp for tp in self._position if tp[1] == partition]:
+            del self._position[tp]
+        for tp in [tp for tp in self._pending if tp[1] == partition]:
+            del self._pending[tp]
+
+    def _offsets_of(self, partition: int) -> Offsets:
+        return {tp: o for tp, o in self._position.items() if tp[1] == partition}
 
     # -- checkpoints -----------------------------------------------------------------------
-    def _restore(self) -> None:
-        """Continue from the newest usable checkpoint. Fallback when there is none or it
-        cannot be used (another format version or configuration): start afresh, warming
-        up new references, and say so."""
+    def checkpoint_name(self, partition: int) -> str:
+        """The partition's key in the store: ``group/topic/partition`` in a changelog, the
+        same with dots (and anything unsafe replaced) as a local file name."""
+        k = self.config.kafka
+        if isinstance(self.store, ChangelogStore):
+            return f"{k.group_id}/{k.topic}/{partition}"
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{k.group_id}.{k.topic}.{partition}")
+
+    async def _restore(self, partition: int) -> Offsets:
+        """The partition's newest usable checkpoint, loaded; its next offsets returned.
+        Fallback when there is none or it cannot be used (another format version or
+        configuration): the partition starts afresh, its references warm up again, and
+        the log says so. A store that cannot be reached is retried: starting afresh then
+        would silently lose the partition's state."""
+        self.pipeline.drop(partition)
         if self.store is None:
-            return
+            return {}
+        name = self.checkpoint_name(partition)
+        delay = BACKOFF_START
+        while True:
+            try:
+                found = await self.store.get(name)
+                break
+            except CheckpointError as exc:
+                log.error(
+                    "%s; partition %d starts afresh (references warm up again)", exc, partition
+                )
+                self.restores["failed"] += 1
+                return {}
+            except (KafkaError, OSError) as exc:
+                if self.stopping:
+                    raise
+                log.error("cannot read checkpoint %s (%s); retrying in %.1f s", name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(BACKOFF_CAP, delay * 2)
+        if found is None:
+            log.info("no checkpoint for partition %d (%s): starting afresh", partition, name)
+            self.restores["fresh"] += 1
+            return {}
+        state, where = found
         try:
-            loaded = self.store.load(self.checkpoint_name)
-            if loaded is None:
-                log.info("no checkpoint in %s: starting afresh", self.store.path)
-                return
-            state, path = loaded
-            self.pipeline.restore(state["pipeline"])
+            self.pipeline.restore(partition, state["pipeline"])
         except CheckpointError as exc:
-            log.error("%s; starting afresh (references warm up again)", exc)
-            return
-        self._resume = dict(state["offsets"])
-        self._position = dict(state["offsets"])
+            log.error("%s: %s; partition %d starts afresh", where, exc, partition)
+            self.pipeline.drop(partition)
+            self.restores["failed"] += 1
+            return {}
+        offsets: Offsets = dict(state["offsets"])
+        self._position.update(offsets)
+        self.restores["restored"] += 1
         log.info(
-            "restored %s: resuming at %s",
-            path.name,
-            ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(self._resume.items())),
+            "restored partition %d from %s (models: %s): resuming at %s",
+            partition,
+            where,
+            ", ".join(self.pipeline.models_of(partition)) or "none yet",
+            ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(offsets.items())) or "-",
         )
+        return offsets
 
     def _checkpoint_due(self) -> bool:
         if self.store is None:
@@ -262,29 +373,40 @@ class Daemon:
             and time.monotonic() - self._last_checkpoint >= st.checkpoint_every_s
         )
 
-    async def _checkpoint(self) -> None:
-        """State and next offsets from the same point of the stream (no batch in flight)."""
-        assert self.store is not None
-        # Serialized here, while the worker is idle (the pickle is the consistent copy);
-        # only the file write leaves the event loop.
-        data = encode({"pipeline": self.pipeline.snapshot(), "offsets": dict(self._position)})
-        await asyncio.to_thread(self.store.save_bytes, self.checkpoint_name, data)
+    async def _checkpoint(self, partitions: set[int]) -> None:
+        """One checkpoint per partition: its state and next offsets from the same point of
+        the stream (call with ``_work`` held and nothing in flight)."""
+        assert self.store is not None and self._inflight is None
+        start = time.perf_counter()
+        size = 0
+        for p in sorted(partitions):
+            offsets = self._offsets_of(p)
+            if not offsets and not self.pipeline.models_of(p):
+                continue  # nothing read yet: nothing to continue from
+            learners = {}
+            if any(m in self.pipeline.learners for m in self.pipeline.models_of(p)):
+                learners = await asyncio.to_thread(self.pipeline.export_learners, p)
+            # Serialized here, while the worker is idle (the pickle is the consistent copy).
+            data = encode({"pipeline": self.pipeline.snapshot(p, learners), "offsets": offsets})
+            await self.store.put(self.checkpoint_name(p), data)
+            size += len(data)
         self.checkpoints += 1
+        self.checkpoint_seconds = time.perf_counter() - start
+        self.checkpoint_bytes = size
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
 
-    async def _finish(
-        self, batch: _InFlight, pending: dict[tuple[str, int], int]
-    ) -> dict[tuple[str, int], int]:
+    async def _finish(self, batch: _InFlight) -> None:
         alerts = await batch.job
         await self.pipeline.emit(alerts)
         for record, rej in batch.dead:
             await self._dead_letter(record, rej.reason, rej.detail)
         done = next_offsets(batch.records)
-        pending.update(done)
+        self._pending.update(done)
         self._position.update(done)
         self._since_checkpoint += len(batch.records)
-        return {} if await self._commit(pending) else pending
+        if await self._commit(self._pending):
+            self._pending = {}
 
     async def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         if not self.config.kafka.dead_letter_topic:
@@ -327,6 +449,8 @@ class Daemon:
                 await asyncio.wait_for(sink.close(timeout / 2), timeout)
             except (TimeoutError, Exception):
                 log.exception("sink %s did not close cleanly", sink.name)
+        if self.store is not None and self._store_started:
+            await self.store.stop()
         if self.source_started:
             try:
                 await asyncio.wait_for(self.source.stop(), timeout / 2)

@@ -112,12 +112,24 @@ def status_document(d: Daemon) -> dict[str, Any]:
             "last_error": d.last_kafka_error,
         },
         "events_rejected": dict(p.rejected),
+        "partitions": {
+            str(part): {
+                "models": p.models_of(part),
+                "position": {
+                    f"{t}/{p_}": o for (t, p_), o in sorted(d._position.items()) if p_ == part
+                },
+            }
+            for part in sorted(d.owned)
+        },
+        "misrouted_events": p.misrouted,
         "state": None
         if d.store is None
         else {
-            "path": str(d.store.path),
+            "store": d.store.describe(),
             "checkpoints_written": d.checkpoints,
-            "position": {f"{t}/{p_}": o for (t, p_), o in sorted(d._position.items())},
+            "last_checkpoint_seconds": d.checkpoint_seconds,
+            "last_checkpoint_bytes": d.checkpoint_bytes,
+            "restores": dict(d.restores),
         },
         "alerts_firing": [
             {"model": m, "feature": f, "detector": det, "id": aid}

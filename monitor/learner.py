@@ -28,6 +28,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import threading
 from collections import deque
@@ -208,6 +209,11 @@ def _serve(args: tuple[Any, ...], inbox: Any, requests: Any, outbox: Any) -> Non
             core.learn_rows(item)
         elif kind == "adapt":
             core.adapt(int(item))
+        elif kind == "export":  # everything learned so far, in submission order
+            outbox.put(("answer", item, pickle.dumps(core, protocol=5)))
+            continue
+        elif kind == "load":
+            core = pickle.loads(item) if item is not None else _Core(*args)
         outbox.put(("stats", item if kind == "mark" else None, core.stats()))
 
 
@@ -378,6 +384,26 @@ class OnlineLearner:
         rid, event, _ = self._ticket()
         self._inbox.put(("mark", rid))
         event.wait(timeout)
+
+    def export_state(self, timeout: float = 120.0) -> dict[str, Any]:
+        """The learner's model and bookkeeping after everything submitted so far (blocking:
+        it waits for the learning backlog; call it off the event loop). River estimators
+        are pickled: see the trust boundary in monitor.checkpoint."""
+        if self._process is None:
+            return {"core": None, "dropped": self.dropped}
+        rid, event, box = self._ticket()
+        self._inbox.put(("export", rid))
+        if not event.wait(timeout) or not box:
+            raise TimeoutError("the online learner did not hand over its state in time")
+        return {"core": box[0], "dropped": self.dropped}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        """Continue from :meth:`export_state`, or start afresh with ``None``."""
+        core = None if state is None else state["core"]
+        self.dropped = 0 if state is None else state["dropped"]
+        self._send("load", core)
+        learned = 0 if core is None else pickle.loads(core).learned
+        self.submitted = self.learned = learned
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._process is None:

@@ -145,6 +145,51 @@ class DriftlineCollector(Collector):
             "1 while the Kafka consumer is connected.",
             value=1.0 if d.source_started else 0.0,
         )
+        owned = GaugeMetricFamily(
+            "driftline_partition_owned",
+            "1 for each partition whose state this instance holds (of the prediction topic "
+            "and, co-partitioned, of the labels topic).",
+            labels=["partition"],
+        )
+        for part in sorted(d.owned):
+            owned.add_metric([str(part)], 1.0)
+        yield owned
+        model_owned = GaugeMetricFamily(
+            "driftline_model_owned",
+            "1 for the models whose state this instance holds (filter per-model series of "
+            "a group by it).",
+            labels=["model"],
+        )
+        for model in sorted(p.owner):
+            model_owned.add_metric([model], 1.0)
+        yield model_owned
+        yield CounterMetricFamily(
+            "driftline_misrouted_events",
+            "Events read from another partition than their model's (key events by model).",
+            value=p.misrouted,
+        )
+        if d.store is not None:
+            yield CounterMetricFamily(
+                "driftline_checkpoints", "Checkpoint rounds written.", value=d.checkpoints
+            )
+            yield GaugeMetricFamily(
+                "driftline_checkpoint_duration_seconds",
+                "Time the last checkpoint round took (snapshot, serialization, store).",
+                value=d.checkpoint_seconds,
+            )
+            yield GaugeMetricFamily(
+                "driftline_checkpoint_size_bytes",
+                "Bytes written by the last checkpoint round.",
+                value=d.checkpoint_bytes,
+            )
+            restores = CounterMetricFamily(
+                "driftline_state_restores",
+                "Partition assignments by what their state was restored from.",
+                labels=["result"],
+            )
+            for result in ("restored", "fresh", "failed"):
+                restores.add_metric([result], d.restores.get(result, 0))
+            yield restores
         yield CounterMetricFamily("driftline_batches", "Batches processed.", value=p.batches)
         yield CounterMetricFamily(
             "driftline_batch_processing_seconds",

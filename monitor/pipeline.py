@@ -65,10 +65,21 @@ class Pipeline:
                     window=lc.window,
                     decay=lc.decay,
                 )
-        self.rejected: Counter[str] = Counter()
+        self.rejected_by: dict[int, Counter[str]] = {}  # partition -> reason -> count
+        self.owner: dict[str, int] = {}  # model -> the partition whose state holds it
+        self.misrouted = 0  # events of a model read from another partition than its own
+        self._warned: set[tuple[str, int]] = set()
         self.batches = 0
         self.processing_seconds = 0.0
         self.last_ts: dict[str, float] = {}
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Rejected records by reason, over the partitions this instance holds."""
+        total: Counter[str] = Counter()
+        for counts in self.rejected_by.values():
+            total.update(counts)
+        return total
 
     def fingerprint(self) -> str:
         """A hash of the configuration that shapes the state (models, defaults, alerting,
@@ -76,37 +87,103 @@ class Pipeline:
         doc = self.config.model_dump_json(include={"models", "defaults", "alerting", "labels"})
         return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything that determines future output, for a checkpoint. It refers to live
-        state: serialize it (``checkpoint.encode``) before the pipeline processes again.
-        The online learners' models are not included yet: after a restore they learn
-        afresh."""
+    # -- state, one partition at a time ------------------------------------------------------
+    def models_of(self, partition: int) -> list[str]:
+        return sorted(m for m, p in self.owner.items() if p == partition)
+
+    def export_learners(self, partition: int) -> dict[str, Any]:
+        """The online learners' states of the partition's models (blocking: each waits for
+        its learning backlog; run it off the event loop, with no batch in flight)."""
         return {
-            "fingerprint": self.fingerprint(),
-            "monitors": {m: mon.export_state() for m, mon in self.monitors.items()},
-            "policy": self.policy.models,
-            "joins": self.joins,
-            "performance": self.performance,
-            "rejected": dict(self.rejected),
-            "last_ts": dict(self.last_ts),
-            "batches": self.batches,
+            m: self.learners[m].export_state()
+            for m in self.models_of(partition)
+            if m in self.learners
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`snapshot` as if never stopped."""
+    def snapshot(self, partition: int, learners: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything that determines the partition's future output, for a checkpoint: its
+        models (detectors, references, data quality, alert episodes, label join,
+        performance, ``learners`` from :meth:`export_learners`) and its rejection counts.
+        It refers to live state: serialize it (``checkpoint.encode``) before the pipeline
+        processes again."""
+        models = {}
+        for m in self.models_of(partition):
+            models[m] = {
+                "monitor": self.monitors[m].export_state(),
+                "alerts": self.policy.models.get(m),
+                "join": self.joins[m],
+                "performance": self.performance[m],
+                "last_ts": self.last_ts.get(m),
+                "learner": (learners or {}).get(m),
+            }
+        return {
+            "fingerprint": self.fingerprint(),
+            "partition": partition,
+            "models": models,
+            "rejected": dict(self.rejected_by.get(partition, {})),
+        }
+
+    def restore(self, partition: int, state: dict[str, Any]) -> None:
+        """Continue the partition from a :meth:`snapshot` as if never stopped: its models
+        become exactly those of the snapshot."""
         if state.get("fingerprint") != self.fingerprint():
             raise CheckpointError(
                 "the checkpoint was made under another configuration of models, defaults, "
-                "alerting or labels; remove the state directory to start afresh"
+                "alerting or labels; remove it (state.path or the changelog topic) to start "
+                "afresh"
             )
-        for model, mon_state in state["monitors"].items():
-            self.monitors[model].load_state(mon_state)
-        self.policy.models = state["policy"]
-        self.joins = state["joins"]
-        self.performance = state["performance"]
-        self.rejected = Counter(state["rejected"])
-        self.last_ts = dict(state["last_ts"])
-        self.batches = state["batches"]
+        unknown = sorted(set(state["models"]) - set(self.monitors))
+        if unknown:
+            raise CheckpointError(f"the checkpoint holds models not configured: {unknown}")
+        self.drop(partition)
+        for m, ms in state["models"].items():
+            self.owner[m] = partition
+            self.monitors[m].load_state(ms["monitor"])
+            if ms["alerts"] is not None:
+                self.policy.models[m] = ms["alerts"]
+            self.joins[m] = ms["join"]
+            self.performance[m] = ms["performance"]
+            if ms["last_ts"] is not None:
+                self.last_ts[m] = ms["last_ts"]
+            if m in self.learners and ms["learner"] is not None:
+                self.learners[m].load_state(ms["learner"])
+        self.rejected_by[partition] = Counter(state["rejected"])
+
+    def drop(self, partition: int) -> None:
+        """Forget the partition (given up, or about to be restored): its models start
+        afresh, as if never seen."""
+        lc = self.config.labels
+        for m in self.models_of(partition):
+            del self.owner[m]
+            self.monitors[m] = ModelMonitor(self.config, m)
+            self.policy.models.pop(m, None)
+            self.joins[m] = LabelJoin(lc.max_pending, lc.max_age_s)
+            self.performance[m] = Performance(
+                self.config.models[m].task, lc.window, lc.decay, lc.delta
+            )
+            self.last_ts.pop(m, None)
+            if m in self.learners:
+                self.learners[m].load_state(None)
+        self.rejected_by.pop(partition, None)
+
+    def claim(self, model: str, partition: int, events: int = 1) -> None:
+        """Note where a model's events come from: its state belongs to the first partition
+        it is seen on. Producers must key events by model (one model, one partition);
+        events of a model read from another partition are still processed but counted and
+        warned about once, since in a group they may reach another instance."""
+        owner = self.owner.setdefault(model, partition)
+        if owner != partition:
+            self.misrouted += events
+            if (model, partition) not in self._warned:
+                self._warned.add((model, partition))
+                log.warning(
+                    "model %s: events on partition %d, but its state lives with partition %d; "
+                    "key events (and labels) by model so that each model stays on one "
+                    "partition",
+                    model,
+                    partition,
+                    owner,
+                )
 
     def start(self) -> None:
         """Start the online learners' threads."""
@@ -118,22 +195,34 @@ class Pipeline:
             learner.stop()
 
     def decode(
-        self, values: Sequence[bytes | None]
+        self, values: Sequence[bytes | None], partitions: Sequence[int] | None = None
     ) -> tuple[dict[str, ModelBatch], list[Rejected]]:
-        """Stage 1 (event loop): bytes to per-model columns; rejections are counted."""
+        """Stage 1 (event loop): bytes to per-model columns; rejections are counted, and
+        each model is claimed by the partition its events come from (``partitions[i]`` is
+        the partition of ``values[i]``; all 0 when not given)."""
         batches, rejected = self.decoder.decode(values)
         for r in rejected:
-            self.rejected[r.reason] += 1
+            self._count(r, partitions)
+        for model, batch in batches.items():
+            if partitions is None:
+                self.claim(model, 0)
+            else:
+                for p, n in Counter(partitions[i] for i in batch.index).items():
+                    self.claim(model, p, n)
         return batches, rejected
 
     def decode_labels(
-        self, values: Sequence[bytes | None]
+        self, values: Sequence[bytes | None], partitions: Sequence[int] | None = None
     ) -> tuple[list[LabelEvent], list[Rejected]]:
         """Stage 1 for the labels topic."""
         labels, rejected = decode_labels(values, self.monitors, self.config.kafka.max_record_bytes)
         for r in rejected:
-            self.rejected[r.reason] += 1
+            self._count(r, partitions)
         return labels, rejected
+
+    def _count(self, rejected: Rejected, partitions: Sequence[int] | None) -> None:
+        p = 0 if partitions is None else partitions[rejected.index]
+        self.rejected_by.setdefault(p, Counter())[rejected.reason] += 1
 
     def detect(
         self, batches: dict[str, ModelBatch], labels: Sequence[LabelEvent] = ()

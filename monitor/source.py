@@ -15,6 +15,7 @@ from aiokafka import (
     ConsumerRebalanceListener,
     TopicPartition,
 )
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from .config import KafkaConfig
 
@@ -33,10 +34,21 @@ class Record:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
+class Ownership(Protocol):
+    """Told when partitions change hands (Kafka's rebalance callbacks). ``revoked`` runs
+    before a partition is given up (finish and checkpoint it); ``assigned`` runs before the
+    first record of newly assigned partitions is fetched and answers where to start
+    reading them (a checkpoint's offsets), the group's committed offsets otherwise."""
+
+    async def revoked(self, partitions: list[tuple[str, int]]) -> None: ...
+
+    async def assigned(self, partitions: list[tuple[str, int]]) -> Offsets: ...
+
+
 class Source(Protocol):
     """A stream of records with explicit commits (commit only what has been processed)."""
 
-    async def start(self, resume: Offsets | None = None) -> None: ...
+    async def start(self, ownership: Ownership) -> None: ...
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]: ...
 
@@ -71,9 +83,9 @@ class MemorySource:
     committed: Offsets = field(default_factory=dict)
     dead: list[tuple[Record, str, str]] = field(default_factory=list)
 
-    async def start(self, resume: Offsets | None = None) -> None:
-        if resume:
-            self.position = resume.get((self.topic, 0), self.position)
+    async def start(self, ownership: Ownership) -> None:
+        resume = await ownership.assigned([(self.topic, 0)])
+        self.position = resume.get((self.topic, 0), self.position)
 
     async def fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
         if self.position >= len(self.values):
@@ -114,9 +126,12 @@ class KafkaSource:
         # Resume offsets not yet confirmed by a record fetched from them.
         self._expect: Offsets = {}
 
-    async def start(self, resume: Offsets | None = None) -> None:
-        """Join the group; on every assignment, partitions found in ``resume`` (a
-        checkpoint's next offsets) start there instead of at the group's committed offset."""
+    async def start(self, ownership: Ownership) -> None:
+        """Join the group; ``ownership`` hears of every revocation and assignment, and
+        assigned partitions start where it says instead of at the group's committed
+        offsets. Partitions are assigned by range, so that partition p of the prediction
+        topic and of the labels topic (co-partitioned: same count, same key) go to the same
+        instance."""
         c = self.config
         topics = [c.topic] + ([c.labels_topic] if c.labels_topic else [])
         consumer = AIOKafkaConsumer(
@@ -128,9 +143,10 @@ class KafkaSource:
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_partition_fetch_bytes=max(1_048_576, c.max_record_bytes * 2),
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
-        self._expect = dict(resume or {})
-        consumer.subscribe(topics, listener=_Resume(consumer, dict(resume or {})))
+        self._expect = {}
+        consumer.subscribe(topics, listener=_Listener(self, consumer, ownership))
         try:
             await consumer.start()
         except BaseException:
@@ -250,21 +266,31 @@ class KafkaSource:
         self.consumer = None
 
 
-class _Resume(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Seeks newly assigned partitions to a checkpoint's offsets."""
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Kafka's rebalance callbacks, handed to the daemon; assigned partitions are sought to
+    the offsets it answers, and checked until a record from there arrives."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, offsets: Offsets) -> None:
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer, owner: Ownership) -> None:
+        self.source = source
         self.consumer = consumer
-        self.offsets = offsets
+        self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        parts = sorted((tp.topic, tp.partition) for tp in revoked)
+        for key in parts:
+            self.source._expect.pop(key, None)
+        if parts:
+            await self.owner.revoked(parts)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        parts = sorted((tp.topic, tp.partition) for tp in assigned)
+        log.info("assigned %s", ", ".join(f"{t}/{p}" for t, p in parts) or "no partitions")
+        offsets = await self.owner.assigned(parts)
         for tp in assigned:
-            offset = self.offsets.get((tp.topic, tp.partition))
+            offset = offsets.get((tp.topic, tp.partition))
             if offset is not None:
                 self.consumer.seek(tp, offset)
+                self.source._expect[(tp.topic, tp.partition)] = offset
                 log.info(
                     "resuming %s/%d at offset %d from the checkpoint",
                     tp.topic,

@@ -73,15 +73,15 @@ def run(
     for k, (lo, hi) in enumerate(cuts):
         if k == stop_at:
             assert store is not None
-            store.save("pipeline", pipe.snapshot())
+            store.save("pipeline", pipe.snapshot(0))
             pipe = Pipeline(config(), [sink])
             loaded = store.load("pipeline")
             assert loaded is not None
-            pipe.restore(loaded[0])
+            pipe.restore(0, loaded[0])
         asyncio.run(pipe.process(events[lo:hi], labels[prev[0] : prev[1]]))
         prev = (lo, hi)
     asyncio.run(pipe.process([], labels[prev[0] : prev[1]]))
-    return [(a.id, a.status, a.at_event) for a in sink.alerts], pipe.snapshot()
+    return [(a.id, a.status, a.at_event) for a in sink.alerts], pipe.snapshot(0)
 
 
 def same(a: Any, b: Any, path: str = "") -> None:
@@ -146,12 +146,12 @@ def test_truncated_and_foreign_files_are_reported() -> None:
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> None:
     pipe = Pipeline(config(), [])
-    state = pipe.snapshot()
+    state = pipe.snapshot(0)
     other = config().model_copy(
         update={"alerting": config().alerting.model_copy(update={"cooldown_events": 1})}
     )
     with pytest.raises(CheckpointError, match="another configuration"):
-        Pipeline(other, []).restore(state)
+        Pipeline(other, []).restore(0, state)
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
@@ -162,3 +162,43 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
     loaded = store.load("x")
     assert loaded is not None and loaded[0] == {"n": 4}
     assert store.load("nothing") is None
+
+
+def two_models() -> Config:
+    doc = config().model_dump(mode="json", exclude_defaults=True)
+    doc["models"]["n"] = doc["models"]["m"]
+    return parse_config(doc, env={})
+
+
+def test_state_is_kept_per_partition() -> None:
+    """Each model belongs to the partition its events come from; a partition's checkpoint
+    holds its models only, and restoring it elsewhere leaves other partitions alone."""
+    events, _ = stream(3000)
+    other = [e.replace(b'"model":"m"', b'"model":"n"') for e in events]
+    pipe = Pipeline(two_models(), [])
+    batches, _ = pipe.decode(events[:2000] + other[:1000], [0] * 2000 + [1] * 1000)
+    pipe.detect(batches)
+    assert pipe.owner == {"m": 0, "n": 1} and pipe.models_of(1) == ["n"]
+    snap = decode(encode(pipe.snapshot(1)))
+    assert list(snap["models"]) == ["n"]
+
+    elsewhere = Pipeline(two_models(), [])  # another instance takes partition 1 over
+    elsewhere.restore(1, snap)
+    assert elsewhere.monitors["n"].events == 1000 and elsewhere.monitors["m"].events == 0
+    same(elsewhere.snapshot(1), pipe.snapshot(1))
+
+    pipe.drop(1)  # given up: its model starts afresh here, partition 0 is untouched
+    assert pipe.monitors["n"].events == 0 and "n" not in pipe.owner
+    assert pipe.monitors["m"].events == 2000
+
+
+def test_events_on_a_second_partition_are_counted_as_misrouted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events, _ = stream(200)
+    pipe = Pipeline(config(), [])
+    with caplog.at_level(logging.WARNING, logger="driftline.pipeline"):
+        pipe.decode(events[:100], [0] * 100)
+        pipe.decode(events[100:], [3] * 100)
+    assert pipe.owner == {"m": 0} and pipe.misrouted == 100
+    assert "key events (and labels) by model" in caplog.text
