@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import re
 import signal
 import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -88,6 +91,25 @@ def build_sinks(config: Config) -> list[Sink]:
     return sinks
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task and thread is waiting (for a daemon that
+    looks stuck)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"--- task {task.get_name()}\n")
+        step: Any = task.get_coro()
+        while step is not None:  # follow the chain of awaits down to what blocks
+            frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+            if frame is None:
+                out.write(f"  awaiting {step!r}\n")
+                break
+            out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+            step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    for ident, frame in sys._current_frames().items():
+        out.write(f"--- thread {ident}\n{''.join(traceback.format_stack(frame))}")
+    log.warning("SIGUSR1: tasks and threads\n%s", out.getvalue())
+
+
 class Daemon:
     """Owns the source, the pipeline, the sinks and the HTTP server, and every task."""
 
@@ -108,6 +130,7 @@ class Daemon:
         self.registry.register(DriftlineCollector(self))
         self.ready = False
         self.stopping = False
+        self.exit_code = 0
         self.source_started = False
         self.last_kafka_error: str | None = None
         self.commit_failures = 0
@@ -126,6 +149,7 @@ class Daemon:
         self.owned: set[int] = set()  # partition numbers whose state this instance holds
         self._kept: set[int] = set()  # revoked in the rebalance under way, state still here
         self._work = asyncio.Lock()  # one of: a batch step, a checkpoint, a rebalance
+        self._generation = 0  # bumped by every rebalance callback
         self._inflight: _InFlight | None = None
         self._pending: Offsets = {}  # processed, not yet committed
         self._position: Offsets = {}  # next offsets of finished batches
@@ -141,10 +165,18 @@ class Daemon:
         self.ready = False
         self._stop.set()
 
+    def fatal(self, reason: str) -> None:
+        """Stop with exit status 1: something the daemon cannot work around (a supervisor
+        restarts it)."""
+        log.error("stopping: %s", reason)
+        self.exit_code = 1
+        self.request_stop()
+
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
 
     async def start_http(self) -> None:
         self._runner = web.AppRunner(build_app(self), access_log=None)
@@ -171,7 +203,7 @@ class Daemon:
                 await self._consume()
         finally:
             await self._shutdown()
-        return 0
+        return self.exit_code
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -218,9 +250,12 @@ class Daemon:
                 delay = min(BACKOFF_CAP, delay * 2)
                 continue
             delay = BACKOFF_START
+            generation = self._generation  # as the records arrive, before waiting for _work
             async with self._work:
-                # Records of a partition given up since they were fetched belong to its
-                # new owner (which reads them from its checkpoint): drop them.
+                if generation != self._generation:
+                    # Fetched before a rebalance that sought every partition to where it
+                    # resumes: they are read again from there (or by their new owner).
+                    records = []
                 records = [r for r in records if r.partition in self.owned]
                 started = self._start(records) if records else None
                 if self._inflight is not None:
@@ -272,6 +307,7 @@ class Daemon:
                 await self._checkpoint(parts)
             self.owned -= parts
             self._kept |= parts
+            self._generation += 1
         log.info("partitions %s revoked (checkpointed)", sorted(parts))
 
     async def assigned(self, partitions: list[tuple[str, int]]) -> Offsets:
@@ -291,6 +327,7 @@ class Daemon:
                     offsets.update(await self._restore(p))
             self._kept = set()
             self.owned = set(parts)
+            self._generation += 1
         wanted = set(partitions)
         return {tp: o for tp, o in offsets.items() if tp in wanted}
 

@@ -44,6 +44,8 @@ class Ownership(Protocol):
 
     async def assigned(self, partitions: list[tuple[str, int]]) -> Offsets: ...
 
+    def fatal(self, reason: str) -> None: ...
+
 
 class Source(Protocol):
     """A stream of records with explicit commits (commit only what has been processed)."""
@@ -266,6 +268,17 @@ class KafkaSource:
         self.consumer = None
 
 
+async def start_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, reset: str) -> int:
+    """Where a partition without a checkpoint starts: the group's committed offset, else
+    the beginning or the end (``auto_offset_reset``)."""
+    committed = await consumer.committed(tp)
+    if committed is not None:
+        return int(committed)
+    if reset == "earliest":
+        return int((await consumer.beginning_offsets([tp]))[tp])
+    return int((await consumer.end_offsets([tp]))[tp])
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Kafka's rebalance callbacks, handed to the daemon; assigned partitions are sought to
     the offsets it answers, and checked until a record from there arrives."""
@@ -274,26 +287,46 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source = source
         self.consumer = consumer
         self.owner = owner
+        self.reset = source.config.auto_offset_reset
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         parts = sorted((tp.topic, tp.partition) for tp in revoked)
         for key in parts:
             self.source._expect.pop(key, None)
         if parts:
-            await self.owner.revoked(parts)
+            try:
+                await self.owner.revoked(parts)
+            except Exception as exc:
+                log.exception("cannot hand the revoked partitions over")
+                self.owner.fatal(f"cannot hand the revoked partitions over: {exc}")
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         parts = sorted((tp.topic, tp.partition) for tp in assigned)
         log.info("assigned %s", ", ".join(f"{t}/{p}" for t, p in parts) or "no partitions")
-        offsets = await self.owner.assigned(parts)
+        # Every assigned partition is sought to a definite offset (a checkpoint's, or the
+        # group's committed one, or the reset policy's): records fetched before that
+        # point can then be dropped by the daemon without losing any.
+        try:
+            start = {
+                (tp.topic, tp.partition): await start_offset(self.consumer, tp, self.reset)
+                for tp in assigned
+            }
+            checkpointed = await self.owner.assigned(parts)
+        except Exception as exc:
+            # Consuming on would skip these partitions silently: stop instead, and let
+            # the supervisor restart the process.
+            log.exception("cannot take over the assigned partitions")
+            self.owner.fatal(f"cannot take over the assigned partitions: {exc}")
+            return
+        start.update(checkpointed)
         for tp in assigned:
-            offset = offsets.get((tp.topic, tp.partition))
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-                self.source._expect[(tp.topic, tp.partition)] = offset
+            key = (tp.topic, tp.partition)
+            self.consumer.seek(tp, start[key])
+            self.source._expect[key] = start[key]
+            if key in checkpointed:
                 log.info(
                     "resuming %s/%d at offset %d from the checkpoint",
                     tp.topic,
                     tp.partition,
-                    offset,
+                    start[key],
                 )

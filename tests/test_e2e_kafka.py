@@ -252,11 +252,13 @@ def write_config(tmp_path: Path, doc: dict[str, Any]) -> Path:
 
 def start_cli(config: Path) -> subprocess.Popen[bytes]:
     """``driftline run`` as a child process; its output goes to ``run.log`` beside the
-    config (a file, so a chatty child can never block on a full pipe)."""
+    config (a file, so a chatty child can never block on a full pipe). Set
+    DRIFTLINE_TEST_LOG_LEVEL=debug to see aiokafka's side of a failing test there."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    level = os.environ.get("DRIFTLINE_TEST_LOG_LEVEL", "info")
     with (config.parent / "run.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "monitor.cli", "run", "-c", str(config), "--log-level", level],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
