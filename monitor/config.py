@@ -225,6 +225,7 @@ class StateConfig(Strict):
     changelog_chunk_bytes: int = Field(512 * 1024, ge=1024, le=4 * 1024 * 1024)
     checkpoint_every_events: int = Field(50_000, ge=1)
     checkpoint_every_s: float = Field(30.0, gt=0)
+    checkpoint_flush_timeout_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
     def _one_store(self) -> StateConfig:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import re
 import signal
 import sys
@@ -110,6 +111,27 @@ def dump_tasks() -> None:
     log.warning("SIGUSR1: tasks and threads\n%s", out.getvalue())
 
 
+class CrashPoints:
+    """Fault injection for the crash tests: ``DRIFTLINE_CRASH_AT=<point>:<n>`` makes the
+    process SIGKILL itself the n-th time it passes ``point``: ``detect`` (a batch handed to
+    the worker, not finished), ``emit`` (alerts handed to the sinks, offsets not yet
+    committed) or ``checkpoint`` (a checkpoint durable, the next commit not yet made).
+    Unset, it costs one dictionary lookup per batch."""
+
+    def __init__(self, spec: str | None) -> None:
+        self.point, self.left = None, 0
+        if spec:
+            point, _, n = spec.partition(":")
+            self.point, self.left = point, int(n or 1)
+
+    def passing(self, point: str) -> None:
+        if point == self.point:
+            self.left -= 1
+            if self.left <= 0:
+                log.warning("DRIFTLINE_CRASH_AT=%s: killing this process", point)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Daemon:
     """Owns the source, the pipeline, the sinks and the HTTP server, and every task."""
 
@@ -156,6 +178,7 @@ class Daemon:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._store_started = False
+        self._crash = CrashPoints(os.environ.get("DRIFTLINE_CRASH_AT"))
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -286,6 +309,7 @@ class Daemon:
         dead += [(labs[x.index], x) for x in rejected_labels]
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._executor, self.pipeline.detect, batches, labels)
+        self._crash.passing("detect")
         return _InFlight(records, dead, job)
 
     async def _drain(self) -> None:
@@ -415,6 +439,7 @@ class Daemon:
         the stream (call with ``_work`` held and nothing in flight)."""
         assert self.store is not None and self._inflight is None
         start = time.perf_counter()
+        await self._flush_sinks()
         size = 0
         for p in sorted(partitions):
             offsets = self._offsets_of(p)
@@ -428,16 +453,33 @@ class Daemon:
             await self.store.put(self.checkpoint_name(p), data)
             size += len(data)
         self.checkpoints += 1
+        self._crash.passing("checkpoint")
         self.checkpoint_seconds = time.perf_counter() - start
         self.checkpoint_bytes = size
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+
+    async def _flush_sinks(self) -> None:
+        """Alerts emitted before a checkpoint must be out before it is taken: after it, a
+        crash would not raise them again. A sink that cannot deliver in time is waited for
+        at most ``checkpoint_flush_timeout_s``, and the risk is logged."""
+        timeout = self.config.state.checkpoint_flush_timeout_s
+        for sink in self.pipeline.sinks:
+            if not await sink.flush(timeout):
+                log.warning(
+                    "sink %s has not delivered every alert emitted before this checkpoint "
+                    "within %.0f s; were the process killed now, those would not be raised "
+                    "again",
+                    sink.name,
+                    timeout,
+                )
 
     async def _finish(self, batch: _InFlight) -> None:
         alerts = await batch.job
         await self.pipeline.emit(alerts)
         for record, rej in batch.dead:
             await self._dead_letter(record, rej.reason, rej.detail)
+        self._crash.passing("emit")
         done = next_offsets(batch.records)
         self._pending.update(done)
         self._position.update(done)

@@ -17,13 +17,18 @@ class AlertLike(Protocol):
 @runtime_checkable
 class Sink(Protocol):
     """``emit`` hands alerts over and returns quickly: slow delivery happens in the sink's
-    own task, never on the caller's. ``close`` delivers what it can within ``timeout``."""
+    own task, never on the caller's. ``flush`` waits (at most ``timeout``) until everything
+    emitted so far is delivered or given up, and says whether it was: the daemon flushes
+    before a checkpoint, so that a crash after it cannot lose an alert emitted before it.
+    ``close`` delivers what it can within ``timeout``."""
 
     name: str
 
     async def start(self) -> None: ...
 
     async def emit(self, alerts: Sequence[AlertLike]) -> None: ...
+
+    async def flush(self, timeout: float) -> bool: ...
 
     async def close(self, timeout: float = 5.0) -> None: ...
 

@@ -40,6 +40,10 @@ class LogSink:
             self.sent += 1
         self.stream.flush()
 
+    async def flush(self, timeout: float) -> bool:
+        self.stream.flush()
+        return True
+
     async def close(self, timeout: float = 5.0) -> None:
         self.stream.flush()
 

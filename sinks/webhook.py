@@ -138,6 +138,15 @@ class WebhookSink:
             self.retries + 1,
         )
 
+    async def flush(self, timeout: float) -> bool:
+        if self._task is None:
+            return not self.queue
+        try:
+            await asyncio.wait_for(asyncio.shield(self._idle.wait()), timeout)
+            return True
+        except TimeoutError:
+            return False
+
     async def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued within ``timeout`` seconds, then stop."""
         self._closing = True

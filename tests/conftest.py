@@ -58,13 +58,19 @@ def loan_events(n: int, drift_at: int | None, seed: int = 0) -> list[bytes]:
     return out
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"credit-v1") -> None:
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    key: bytes = b"credit-v1",
+    partition: int | None = None,
+) -> None:
     async def go() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
         await producer.start()
         try:
             for v in values:
-                await producer.send(topic, v, key=key)
+                await producer.send(topic, v, key=key, partition=partition)
             await producer.flush()
         finally:
             await producer.stop()

@@ -250,11 +250,11 @@ def write_config(tmp_path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def start_cli(config: Path) -> subprocess.Popen[bytes]:
+def start_cli(config: Path, **env_over: str) -> subprocess.Popen[bytes]:
     """``driftline run`` as a child process; its output goes to ``run.log`` beside the
     config (a file, so a chatty child can never block on a full pipe). Set
     DRIFTLINE_TEST_LOG_LEVEL=debug to see aiokafka's side of a failing test there."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_over}
     level = os.environ.get("DRIFTLINE_TEST_LOG_LEVEL", "info")
     with (config.parent / "run.log").open("wb") as log:
         return subprocess.Popen(

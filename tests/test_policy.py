@@ -30,6 +30,9 @@ class RecordingSink:
     async def emit(self, alerts: Sequence[Any]) -> None:
         self.alerts.extend(alerts)
 
+    async def flush(self, timeout: float) -> bool:
+        return True
+
     async def close(self, timeout: float = 5.0) -> None:
         return None
 
