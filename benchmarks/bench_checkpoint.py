@@ -2,10 +2,13 @@
 consume loop.
 
 1. Ten models x 100 numeric features (1,000 series, each with PSI, KS and ADWIN) warmed up
-   and fed; then ``snapshot`` + write (atomic, fsync) timed, min and median of the runs,
-   and the file's size.
+   and fed, all on one partition; then one checkpoint of that partition timed, min and
+   median of the runs: snapshot + encode + write to the local store (atomic, fsync), and
+   to the Kafka changelog store (chunked, acknowledged); restoring it from the changelog
+   by a fresh store (read to the end, reassemble, verify); and its size.
 2. The daemon over 200,000 events x 20 features in an embedded broker, alternating runs:
-   checkpoints off, and every 10,000 events. The ratio of their events/s is the cost.
+   checkpoints off, every 10,000 events to a local directory, and every 10,000 events to
+   a changelog topic. The ratios of their events/s to "off" are the cost.
 
 Writes ``results/checkpoint.json`` and ``results/checkpoint.md``.
 
@@ -28,7 +31,8 @@ import numpy as np
 import orjson
 from rich.console import Console
 
-from monitor.checkpoint import LocalStore
+from monitor.changelog import ChangelogStore
+from monitor.checkpoint import LocalStore, encode
 from monitor.config import parse_config
 from monitor.pipeline import Pipeline
 
@@ -64,7 +68,7 @@ def wide_pipeline(n_models: int, n_features: int, n_events: int) -> Pipeline:
     return pipe
 
 
-def with_checkpoints(doc: dict[str, Any]) -> None:
+def local(doc: dict[str, Any]) -> None:
     doc["state"] = {
         "path": tempfile.mkdtemp(prefix="driftline-bench-"),
         "checkpoint_every_events": 10_000,
@@ -72,16 +76,50 @@ def with_checkpoints(doc: dict[str, Any]) -> None:
     }
 
 
+def changelog(doc: dict[str, Any]) -> None:
+    doc["state"] = {
+        "changelog_topic": f"{doc['kafka']['group_id']}.changelog",
+        "checkpoint_every_events": 10_000,
+        "checkpoint_every_s": 3600,
+    }
+
+
+MODES = {"off": None, "local": local, "changelog": changelog}
+
+
 def worker(mode: str, bootstrap: str, topic: str, group: str, n: int) -> None:
-    adjust = with_checkpoints if mode == "checkpoints" else None
-    report(mode, *asyncio.run(run_daemon(bootstrap, topic, group, n, adjust)))
+    report(mode, *asyncio.run(run_daemon(bootstrap, topic, group, n, MODES[mode])))
+
+
+async def changelog_times(
+    bootstrap: str, data: bytes, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Seconds to write ``data`` as one checkpoint to a changelog topic, and to restore
+    it with a fresh store (which reads the topic from the start)."""
+    writes, reads = [], []
+    for i in range(repeats):
+        topic = f"bench-changelog-{i}"
+        store = ChangelogStore(bootstrap, topic)
+        await store.start()
+        start = time.perf_counter()
+        await store.put("g/t/0", data)
+        writes.append(time.perf_counter() - start)
+        await store.stop()
+        fresh = ChangelogStore(bootstrap, topic)
+        await fresh.start()
+        start = time.perf_counter()
+        found = await fresh.get("g/t/0")
+        reads.append(time.perf_counter() - start)
+        await fresh.stop()
+        assert found is not None
+    return writes, reads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    worker_args(parser, ["off", "checkpoints"])
+    worker_args(parser, list(MODES))
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.bootstrap, args.topic, args.group, args.events)
@@ -99,19 +137,22 @@ def main() -> None:
     path = None
     for _ in range(5):
         start = time.perf_counter()
-        path = store.save("bench", {"pipeline": pipe.snapshot(), "offsets": {}})
+        data = encode({"pipeline": pipe.snapshot(0), "offsets": {("t", 0): 0}})
+        path = store.save_bytes("bench", data)
         times.append(time.perf_counter() - start)
     assert path is not None
     size = path.stat().st_size
     n = 30_000 if args.quick else 200_000
     with EmbeddedBroker() as broker:
+        console.print("changelog store: write and restore ...")
+        writes, reads = asyncio.run(changelog_times(broker.bootstrap, data, 3))
         asyncio.run(create_topics(broker.bootstrap, ["ck"]))
         values = events(n)
         asyncio.run(fill(broker.bootstrap, "ck", values))
         del values
         runs = alternate(
             "benchmarks.bench_checkpoint",
-            ("off", "checkpoints"),
+            tuple(MODES),
             broker.bootstrap,
             "ck",
             n,
@@ -126,9 +167,12 @@ def main() -> None:
         "series": 1000,
         "checkpoint_seconds": {"min": min(times), "median": statistics.median(times)},
         "checkpoint_bytes": size,
+        "changelog_write_seconds": {"min": min(writes), "median": statistics.median(writes)},
+        "changelog_restore_seconds": {"min": min(reads), "median": statistics.median(reads)},
         "daemon_events": n,
         "events_per_s": {m: eps(m) for m in runs},
-        "ratio_checkpoints_vs_off": eps("checkpoints") / eps("off"),
+        "ratio_local_vs_off": eps("local") / eps("off"),
+        "ratio_changelog_vs_off": eps("changelog") / eps("off"),
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -143,11 +187,16 @@ def main() -> None:
             "| what | value |",
             "|---|---|",
             "| series (10 models x 100 numeric features, PSI+KS+ADWIN each) | 1,000 |",
-            f"| checkpoint time (snapshot, pickle, fsync, rename), median | "
+            f"| checkpoint to a local directory (snapshot, pickle, fsync, rename), median | "
             f"{result['checkpoint_seconds']['median'] * 1000:.0f} ms |",
             f"| checkpoint size | {size / 1e6:.1f} MB |",
-            f"| daemon events/s, checkpoints every 10,000 events vs off ({n:,} events x 20 "
-            f"features) | {result['ratio_checkpoints_vs_off']:.2f} |",
+            f"| the same checkpoint to a changelog topic (chunked, acknowledged), median | "
+            f"{statistics.median(writes) * 1000:.0f} ms |",
+            f"| restoring it from the changelog with a fresh store, median | "
+            f"{statistics.median(reads) * 1000:.0f} ms |",
+            f"| daemon events/s, checkpoints every 10,000 events to a directory vs off "
+            f"({n:,} events x 20 features) | {result['ratio_local_vs_off']:.2f} |",
+            f"| the same, to a changelog topic, vs off | {result['ratio_changelog_vs_off']:.2f} |",
             "",
         ]
     )

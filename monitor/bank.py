@@ -303,7 +303,7 @@ class ModelMonitor:
         bank = self.bank
         if bank is not None:
             state["bank"] = {
-                "detectors": [g.det.export_state() for g in bank.groups],
+                "detectors": [_without_reference(g.det.export_state()) for g in bank.groups],
                 "unseen": bank.unseen.copy(),
                 "recent": (bank._recent_num.copy(), bank._recent_cat.copy(), bank._recent_pos),
                 "status": {
@@ -332,6 +332,13 @@ class ModelMonitor:
         bank = self.bank
         assert bank is not None
         for group, det_state in zip(bank.groups, saved["detectors"], strict=True):
+            if det_state.get("kind") in FROM_REFERENCE:
+                # Rebuilt from the saved reference just now: take those parts from there.
+                fresh = group.det.export_state()
+                det_state = {
+                    **det_state,
+                    **{k: fresh[k] for k in FROM_REFERENCE[det_state["kind"]]},
+                }
             group.det = type(group.det).from_state(det_state)
         bank.unseen[...] = saved["unseen"]
         bank._recent_num[...], bank._recent_cat[...], bank._recent_pos = saved["recent"]
@@ -377,3 +384,13 @@ class ModelMonitor:
         assert self.bank is not None
         rest = batch if taken == 0 else batch.slice(taken, n)
         return self.bank.update(rest, start + taken)
+
+
+# Detector state that follows from the model's reference alone (which the checkpoint holds
+# once): left out of checkpoints, taken from the detector rebuilt from that reference.
+FROM_REFERENCE = {"ks": ("reference", "n_ref")}
+
+
+def _without_reference(state: dict[str, Any]) -> dict[str, Any]:
+    drop = FROM_REFERENCE.get(state.get("kind", ""), ())
+    return {k: v for k, v in state.items() if k not in drop}

@@ -174,3 +174,42 @@ def test_predict_endpoint_answers_and_refuses_bad_input() -> None:
         assert got[case][0] == 400 and got[case][1]["error"], case
     assert "x0" in got["bad_type"][1]["error"] and "zz" in got["unknown_feature"][1]["error"]
     assert got["unknown_model"][0] == 404
+
+
+@pytest.mark.parametrize("learner", ["logistic_regression", "hoeffding_adaptive_tree"])
+def test_the_learner_is_checkpointed_with_its_partition_and_continues_exactly(
+    learner: str, tmp_path: Any
+) -> None:
+    """A daemon with a local store stops halfway; a second one restores the partition, the
+    learner included, and answers predictions exactly as one that never stopped."""
+    values = sea_events()[:6000]
+    probes = [{"x0": float(a), "x1": float(b), "x2": 5.0} for a in range(0, 10, 3) for b in (1, 8)]
+
+    def run(part: list[bytes], state: Any, resume: bool) -> list[dict[str, Any]]:
+        doc = config(learner, params={"seed": 3} if "tree" in learner else {})
+        doc["state"] = {"path": str(state), "checkpoint_every_events": 10_000_000}
+        daemon = Daemon(parse_config(doc, env={}), source=MemorySource(part), sinks=[])
+        if resume:
+            daemon.source.position = 0  # type: ignore[attr-defined]
+
+        async def go() -> list[dict[str, Any]]:
+            task = asyncio.create_task(daemon.run())
+            lrn = daemon.pipeline.learners["sea"]
+            # Finished batches (not merely counted ones): their pairs are with the learner.
+            while daemon._position.get(("memory", 0), 0) < len(part):
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(lrn.drain)
+            answers = [await asyncio.to_thread(lrn.predict, p) for p in probes]
+            answers.append({"adaptations": lrn.adaptations, "dropped": lrn.dropped})
+            daemon.request_stop()
+            assert await task == 0
+            return answers
+
+        return asyncio.run(go())
+
+    whole = run(values, tmp_path / "a", resume=False)
+    run(values[:3000], tmp_path / "b", resume=False)  # stops cleanly: a final checkpoint
+    resumed = run(values, tmp_path / "b", resume=True)  # reads on from offset 3000
+    assert [a.get("learned") for a in whole[:-1]] == [6000] * len(probes)
+    assert resumed[-1] == whole[-1]
+    assert resumed == whole  # same model, same probabilities, same count of pairs learned
