@@ -165,9 +165,13 @@ def test_garbage_is_dead_lettered_counted_and_consumption_goes_on(
         assert r.key == b"credit-v1"
 
 
-def test_metrics_parse_and_pass_promtool(broker: EmbeddedBroker, topic: str) -> None:
+def test_metrics_parse_and_pass_promtool(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path
+) -> None:
     produce(broker.bootstrap, topic, [*loan_events(4000, drift_at=2000), b"nope"])
-    daemon = Daemon(parse_config(daemon_config(broker.bootstrap, topic), env={}))
+    doc = daemon_config(broker.bootstrap, topic)
+    doc["state"] = {"path": str(tmp_path), "checkpoint_every_events": 1000}
+    daemon = Daemon(parse_config(doc, env={}))
 
     async def scrape(d: Daemon) -> bytes:
         return await asyncio.to_thread(lambda: get(d.http_port, "/metrics")[1])
@@ -183,8 +187,14 @@ def test_metrics_parse_and_pass_promtool(broker: EmbeddedBroker, topic: str) -> 
         "driftline_drift_active",
         "driftline_alerts",
         "driftline_consumer_lag_records",
+        "driftline_checkpoints",
+        "driftline_checkpoint_size_bytes",
+        "driftline_state_restores",
     ):
         assert name in families, name
+    owned = [s.labels for s in families["driftline_partition_owned"].samples if s.value == 1]
+    assert owned == [{"partition": "0"}]
+    assert [s.labels for s in families["driftline_model_owned"].samples] == [{"model": "credit-v1"}]
     events = {
         s.labels["model"]: s.value
         for s in families["driftline_events"].samples
