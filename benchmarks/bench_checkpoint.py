@@ -99,13 +99,13 @@ async def changelog_times(
     writes, reads = [], []
     for i in range(repeats):
         topic = f"bench-changelog-{i}"
-        store = ChangelogStore(bootstrap, topic)
+        store = ChangelogStore(topic, bootstrap_servers=bootstrap)
         await store.start()
         start = time.perf_counter()
         await store.put("g/t/0", data)
         writes.append(time.perf_counter() - start)
         await store.stop()
-        fresh = ChangelogStore(bootstrap, topic)
+        fresh = ChangelogStore(topic, bootstrap_servers=bootstrap)
         await fresh.start()
         start = time.perf_counter()
         found = await fresh.get("g/t/0")

@@ -72,10 +72,10 @@ class _Key:
 class ChangelogStore:
     """The Store protocol on a Kafka topic (see the module doc)."""
 
-    def __init__(
-        self, bootstrap_servers: str, topic: str, *, chunk_bytes: int = 512 * 1024, **kafka: Any
-    ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, topic: str, *, chunk_bytes: int = 512 * 1024, **kafka: Any) -> None:
+        """``kafka``: the clients' settings (``bootstrap_servers``, TLS, SASL), as
+        ``source.client_options`` makes them."""
+        self.bootstrap_servers = kafka.pop("bootstrap_servers", "localhost:9092")
         self.topic = topic
         self.chunk_bytes = chunk_bytes
         self.kafka = kafka  # security settings etc., passed to every client

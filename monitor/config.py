@@ -21,7 +21,10 @@ from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -248,28 +251,127 @@ class KafkaConfig(Strict):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # Passed to every Kafka client (consumer, producers, admin, changelog, kafka sink).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaConfig:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and (self.sasl_mechanism is None or self.sasl_plain_username is None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism and "
+                "sasl_plain_username (and sasl_plain_password)"
+            )
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError("sasl_mechanism is set but security_protocol is not SASL_*")
+        return self
 
 
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    token: SecretStr | None = Field(
+        None, description="bearer token required by /status and /models/*/predict"
+    )
 
 
-class WebhookSinkConfig(Strict):
+class SinkCommon(Strict):
+    """Delivery settings every sink takes, built-in or plugin (see sinks.registry)."""
+
+    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    retries: int = Field(5, ge=0)
+    backoff_s: float = Field(0.5, gt=0)
+    backoff_cap_s: float = Field(30.0, gt=0)
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    rate_limit_burst: int = Field(1, ge=1)
+    max_batch: int = Field(100, ge=1)
+    dedup: bool = True
+    outbox: bool = True
+    outbox_max_alerts: int = Field(10_000, ge=1)
+
+
+class WebhookSinkConfig(SinkCommon):
     type: Literal["webhook"]
     url: AnyHttpUrl
+    secret: SecretStr | None = None
+    format: Literal["json", "slack"] = "json"
     timeout_s: float = Field(5.0, gt=0)
-    retries: int = Field(5, ge=0)
     headers: dict[str, str] = Field(default_factory=dict)
-    queue_size: int = Field(10_000, ge=1)
 
 
-class LogSinkConfig(Strict):
+class AlertmanagerSinkConfig(SinkCommon):
+    type: Literal["alertmanager"]
+    url: AnyHttpUrl
+    resend_interval_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class KafkaSinkConfig(SinkCommon):
+    type: Literal["kafka"]
+    topic: str = Field(min_length=1)
+    bootstrap_servers: str | None = Field(None, description="default: kafka.bootstrap_servers")
+
+
+class LogSinkConfig(SinkCommon):
     type: Literal["log"]
     stream: Literal["stdout", "stderr"] = "stderr"
 
 
-SinkConfig = Annotated[WebhookSinkConfig | LogSinkConfig, Field(discriminator="type")]
+class PluginSinkConfig(SinkCommon):
+    """A sink from another package, registered under the entry-point group
+    ``driftline.sinks`` by the name given as ``type``; ``options`` go to its factory."""
+
+    type: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from importlib.metadata import entry_points
+
+        names = sorted(ep.name for ep in entry_points(group="driftline.sinks"))
+        if value not in names:
+            installed = ", ".join(names) or "none installed"
+            raise ValueError(
+                f"unknown sink type {value!r}: built-in types are "
+                f"{', '.join(BUILTIN_SINKS)}; plugins (entry points 'driftline.sinks'): "
+                f"{installed}"
+            )
+        return value
+
+
+BUILTIN_SINKS = ("webhook", "alertmanager", "kafka", "log")
+
+
+def _sink_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in BUILTIN_SINKS else "plugin"
+
+
+SinkConfig = Annotated[
+    Annotated[WebhookSinkConfig, Tag("webhook")]
+    | Annotated[AlertmanagerSinkConfig, Tag("alertmanager")]
+    | Annotated[KafkaSinkConfig, Tag("kafka")]
+    | Annotated[LogSinkConfig, Tag("log")]
+    | Annotated[PluginSinkConfig, Tag("plugin")],
+    Discriminator(_sink_tag),
+]
+
+
+class OutboxConfig(Strict):
+    """Where sinks keep alerts not yet delivered (``<path>/<sink>.outbox``). Default:
+    ``<state.path>/outbox`` when ``state.path`` is set; without either, undelivered
+    alerts are kept in memory only (and lost on a crash)."""
+
+    path: Path | None = None
 
 
 class Config(Strict):
@@ -278,10 +380,19 @@ class Config(Strict):
     defaults: Defaults = Defaults()
     models: dict[str, ModelConfig] = Field(min_length=1)
     sinks: list[SinkConfig] = Field(default_factory=list)
+    outbox: OutboxConfig = OutboxConfig()
     alerting: AlertingConfig = AlertingConfig()
     labels: LabelsConfig = LabelsConfig()
     state: StateConfig = StateConfig()
     shutdown_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sink_names(self) -> Config:
+        names = [s.name for s in self.sinks if s.name is not None]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"sinks: names must be unique, repeated: {', '.join(twice)}")
+        return self
 
     def feature_specs(self, model: str) -> dict[str, FeatureSpec]:
         """The model's monitored series: its features, then its prediction if monitored."""
@@ -335,11 +446,19 @@ def _expand(value: Any, path: str, env: dict[str, str], errors: list[str]) -> An
     return _VAR.sub(sub, value)
 
 
+_TAGS = frozenset({*BUILTIN_SINKS, "plugin"})
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
-    # Drop pydantic's discriminator tags (sinks.0.webhook.url -> sinks.0.url).
-    parts = [
-        str(p) for p in loc if p not in ("webhook", "log", "function-after", "function-before")
-    ]
+    """Dotted path of an error, without pydantic's union tags (sinks.0.webhook.url ->
+    sinks.0.url) and validator markers."""
+    parts: list[str] = []
+    for i, p in enumerate(loc):
+        if p in ("function-after", "function-before"):
+            continue
+        if i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int) and p in _TAGS:
+            continue
+        parts.append(str(p))
     return ".".join(parts) or "(top level)"
 
 

@@ -33,19 +33,29 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from sinks.alertmanager import AlertmanagerSink
 from sinks.base import Sink
+from sinks.kafka import KafkaSink
 from sinks.log import LogSink
+from sinks.registry import assemble, plugin
 from sinks.webhook import WebhookSink
 
 from .changelog import ChangelogStore
 from .checkpoint import CheckpointError, LocalStore, Store, encode
-from .config import Config, LogSinkConfig, WebhookSinkConfig
+from .config import (
+    AlertmanagerSinkConfig,
+    Config,
+    KafkaSinkConfig,
+    LogSinkConfig,
+    SinkCommon,
+    WebhookSinkConfig,
+)
 from .decode import Rejected
 from .http import build_app
 from .metrics import DriftlineCollector
 from .pipeline import Pipeline
 from .policy import Alert
-from .source import KafkaSource, Offsets, Record, Source, next_offsets
+from .source import KafkaSource, Offsets, Record, Source, client_options, next_offsets
 
 log = logging.getLogger("driftline.daemon")
 
@@ -69,26 +79,56 @@ def build_store(config: Config) -> Store | None:
         return LocalStore(st.path)
     if st.changelog_topic is not None:
         return ChangelogStore(
-            config.kafka.bootstrap_servers, st.changelog_topic, chunk_bytes=st.changelog_chunk_bytes
+            st.changelog_topic,
+            chunk_bytes=st.changelog_chunk_bytes,
+            **client_options(config.kafka),
         )
     return None
 
 
 def build_sinks(config: Config) -> list[Sink]:
+    """Each configured sink: its transport inside the shared delivery wrappers
+    (sinks.registry), named by ``name`` or its type (``webhook``, ``webhook-2``, ...)."""
+    outbox_dir = config.outbox.path
+    if outbox_dir is None and config.state.path is not None:
+        outbox_dir = config.state.path / "outbox"
     sinks: list[Sink] = []
+    used: Counter[str] = Counter()
     for spec in config.sinks:
+        used[spec.type] += 1
+        name = spec.name or (
+            spec.type if used[spec.type] == 1 else f"{spec.type}-{used[spec.type]}"
+        )
+        transport: Sink
         if isinstance(spec, WebhookSinkConfig):
-            sinks.append(
-                WebhookSink(
-                    str(spec.url),
-                    timeout_s=spec.timeout_s,
-                    retries=spec.retries,
-                    headers=spec.headers,
-                    queue_size=spec.queue_size,
-                )
+            transport = WebhookSink(
+                str(spec.url),
+                name=name,
+                secret=None if spec.secret is None else spec.secret.get_secret_value(),
+                headers=spec.headers,
+                timeout_s=spec.timeout_s,
+                format=spec.format,
             )
+        elif isinstance(spec, AlertmanagerSinkConfig):
+            transport = AlertmanagerSink(
+                str(spec.url),
+                name=name,
+                directory=outbox_dir,
+                resend_interval_s=spec.resend_interval_s,
+                timeout_s=spec.timeout_s,
+                headers=spec.headers,
+            )
+        elif isinstance(spec, KafkaSinkConfig):
+            options = client_options(config.kafka)
+            if spec.bootstrap_servers is not None:
+                options["bootstrap_servers"] = spec.bootstrap_servers
+            transport = KafkaSink(spec.topic, name=name, **options)
         elif isinstance(spec, LogSinkConfig):
-            sinks.append(LogSink(sys.stdout if spec.stream == "stdout" else sys.stderr))
+            transport = LogSink(sys.stdout if spec.stream == "stdout" else sys.stderr, name=name)
+        else:
+            transport = plugin(spec.type)(dict(spec.options), name=name)
+        common = spec.model_dump(include=set(SinkCommon.model_fields) - {"name", "outbox"})
+        sinks.append(assemble(transport, outbox_dir=outbox_dir if spec.outbox else None, **common))
     return sinks
 
 

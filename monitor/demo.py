@@ -219,7 +219,7 @@ async def _demo(
                         _view(daemon, received, produced[0], events, drift_at, speed, http),
                         refresh=True,
                     )
-                idle = all(s.stats().get("queued", 0) == 0 for s in daemon.pipeline.sinks)
+                idle = all(s.stats().outbox_depth == 0 for s in daemon.pipeline.sinks)
                 if producer.done() and mon.events >= events and idle:
                     break
         await producer

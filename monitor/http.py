@@ -5,12 +5,14 @@ server too) out of its Service, so ``/readyz`` must not fail because of drift mo
 own troubles. It answers 200 once the daemon has started (configuration valid, HTTP up,
 consume loop running) and 503 only while starting or shutting down; a broker outage or
 consumer lag shows in ``/status`` and the metrics, not here. ``/healthz`` answers 200
-while the event loop is serving requests.
+while the event loop is serving requests. With ``http.token`` set, ``/status`` and
+``/models/*/predict`` need it as a bearer token; scrapes and probes stay open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +137,7 @@ def status_document(d: Daemon) -> dict[str, Any]:
             {"model": m, "feature": f, "detector": det, "id": aid}
             for m, f, det, aid in p.policy.firing()
         ],
-        "sinks": {s.name: s.stats() for s in p.sinks},
+        "sinks": {s.name: s.stats().as_dict() for s in p.sinks},
         "models": models,
     }
 
@@ -161,6 +163,32 @@ def check_features(d: Daemon, model: str, body: Any) -> tuple[str, dict[str, Any
                 return f"feature {name!r} must be a string, a number or null", {}
             features[name] = value if isinstance(value, str) else str(value)
     return "", features
+
+
+OPEN = frozenset({"/metrics", "/healthz", "/readyz"})  # scrapes and probes: never gated
+
+
+def bearer_gate(token: str | None) -> Any:
+    """Middleware: with a token configured, every endpoint but scrapes and probes wants
+    ``Authorization: Bearer <token>`` (compared in constant time); 401 otherwise."""
+    expected = None if token is None else f"Bearer {token}".encode()
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+        if expected is None or request.path in OPEN:
+            response: web.StreamResponse = await handler(request)
+            return response
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return web.json_response(
+                {"error": "this endpoint needs 'Authorization: Bearer <http.token>'"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="driftline"'},
+            )
+        allowed: web.StreamResponse = await handler(request)
+        return allowed
+
+    return gate
 
 
 def build_app(d: Daemon) -> web.Application:
@@ -200,7 +228,10 @@ def build_app(d: Daemon) -> web.Application:
         except (TimeoutError, RuntimeError) as exc:
             return _json({"error": f"the online learner cannot answer: {exc}"}, status=503)
 
-    app = web.Application()
+    token = d.config.http.token
+    app = web.Application(
+        middlewares=[bearer_gate(None if token is None else token.get_secret_value())]
+    )
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sinks.base import REASONS
+
 from .decode import REJECT_REASONS
 
 if TYPE_CHECKING:
@@ -190,6 +192,7 @@ class DriftlineCollector(Collector):
             for result in ("restored", "fresh", "failed"):
                 restores.add_metric([result], d.restores.get(result, 0))
             yield restores
+        yield from self._sinks()
         yield CounterMetricFamily("driftline_batches", "Batches processed.", value=p.batches)
         yield CounterMetricFamily(
             "driftline_batch_processing_seconds",
@@ -201,6 +204,43 @@ class DriftlineCollector(Collector):
             "Offset commits that failed (retried with the next batch).",
             value=d.commit_failures,
         )
+
+    def _sinks(self) -> Iterator[Metric]:
+        """Alert delivery, per configured sink."""
+        sent = CounterMetricFamily(
+            "driftline_alerts_sent", "Alerts delivered, per sink.", labels=["sink"]
+        )
+        failures = CounterMetricFamily(
+            "driftline_alert_delivery_failures",
+            "Failed delivery attempts (and alerts dropped from a full outbox: overflow).",
+            labels=["sink", "reason"],
+        )
+        retries = CounterMetricFamily(
+            "driftline_alert_delivery_retries", "Delivery attempts retried.", labels=["sink"]
+        )
+        dedup = CounterMetricFamily(
+            "driftline_alerts_deduplicated",
+            "Alerts not sent again: already delivered with the same id and status.",
+            labels=["sink"],
+        )
+        depth = GaugeMetricFamily(
+            "driftline_outbox_alerts", "Alerts waiting in the outbox.", labels=["sink"]
+        )
+        dropped = CounterMetricFamily(
+            "driftline_outbox_dropped",
+            "Alerts dropped because the outbox was full.",
+            labels=["sink"],
+        )
+        for sink in self.daemon.pipeline.sinks:
+            st = sink.stats()
+            sent.add_metric([sink.name], st.sent)
+            for reason in REASONS:
+                failures.add_metric([sink.name, reason], st.failures.get(reason, 0))
+            retries.add_metric([sink.name], st.retries)
+            dedup.add_metric([sink.name], st.deduplicated)
+            depth.add_metric([sink.name], st.outbox_depth)
+            dropped.add_metric([sink.name], st.outbox_dropped)
+        yield from (sent, failures, retries, dedup, depth, dropped)
 
     def _performance(self) -> Iterator[Metric]:
         """The label join and the production model's prequential metrics, per model."""

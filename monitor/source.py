@@ -137,7 +137,7 @@ class KafkaSource:
         c = self.config
         topics = [c.topic] + ([c.labels_topic] if c.labels_topic else [])
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=c.bootstrap_servers,
+            **client_options(c),
             group_id=c.group_id,
             client_id=c.client_id,
             enable_auto_commit=False,
@@ -157,7 +157,7 @@ class KafkaSource:
         self.consumer = consumer
         if c.dead_letter_topic:
             producer = AIOKafkaProducer(
-                bootstrap_servers=c.bootstrap_servers,
+                **client_options(c),
                 client_id=f"{c.client_id}-dlq",
                 acks="all",
                 max_request_size=max(1_048_576, c.max_record_bytes * 2),
@@ -330,3 +330,34 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                     tp.partition,
                     start[key],
                 )
+
+
+def client_options(config: KafkaConfig) -> dict[str, Any]:
+    """Connection settings every aiokafka client of the daemon takes: bootstrap servers,
+    TLS and SASL (passwords unwrapped only here, never logged).
+
+    >>> from monitor.config import KafkaConfig
+    >>> client_options(KafkaConfig(topic="t", bootstrap_servers="k:9092"))
+    {'bootstrap_servers': 'k:9092', 'security_protocol': 'PLAINTEXT'}
+    """
+    out: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap_servers,
+        "security_protocol": config.security_protocol,
+    }
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        out["ssl_context"] = create_ssl_context(
+            cafile=None if config.ssl_cafile is None else str(config.ssl_cafile),
+            certfile=None if config.ssl_certfile is None else str(config.ssl_certfile),
+            keyfile=None if config.ssl_keyfile is None else str(config.ssl_keyfile),
+            password=None
+            if config.ssl_password is None
+            else config.ssl_password.get_secret_value(),
+        )
+    if config.sasl_mechanism is not None:
+        out["sasl_mechanism"] = config.sasl_mechanism
+        out["sasl_plain_username"] = config.sasl_plain_username
+        if config.sasl_plain_password is not None:
+            out["sasl_plain_password"] = config.sasl_plain_password.get_secret_value()
+    return out

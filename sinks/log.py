@@ -8,7 +8,7 @@ from typing import TextIO
 
 import orjson
 
-from .base import AlertLike
+from .base import AlertLike, SinkStats
 
 
 class LogSink:
@@ -24,11 +24,10 @@ class LogSink:
     '{"event":"driftline_alert","id":"dl-1","status":"firing"}\\n'
     """
 
-    name = "log"
-
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, name: str = "log") -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.sent = 0
+        self.name = name
+        self._stats = SinkStats()
 
     async def start(self) -> None:
         return None
@@ -37,7 +36,6 @@ class LogSink:
         for alert in alerts:
             line = orjson.dumps({"event": "driftline_alert", **alert.to_dict()})
             self.stream.write(line.decode() + "\n")
-            self.sent += 1
         self.stream.flush()
 
     async def flush(self, timeout: float) -> bool:
@@ -47,5 +45,5 @@ class LogSink:
     async def close(self, timeout: float = 5.0) -> None:
         self.stream.flush()
 
-    def stats(self) -> dict[str, int]:
-        return {"sent": self.sent}
+    def stats(self) -> SinkStats:
+        return self._stats

@@ -1,170 +1,148 @@
-"""Webhook sink: POSTs alerts as JSON, from its own task, with retries and backoff."""
+"""Webhook sink: one POST per delivery, JSON, signed.
+
+Body (``format: json``): ``{"source": "driftline", "version": 1, "alerts": [...]}``; with
+``format: slack``: ``{"text": ..., "blocks": [...]}``, one readable section per alert, which
+Slack's incoming webhooks (and Mattermost's, and most chat tools') accept as is.
+
+With a ``secret``, every request carries ``X-Driftline-Timestamp`` (Unix seconds) and
+``X-Driftline-Signature: v1=<hex>``, the HMAC-SHA256 under the secret of
+``<timestamp>.<body>`` (the exact bytes sent). A receiver recomputes it, compares in
+constant time and rejects timestamps more than a few minutes old (replays); see the README.
+
+Status handling: 2xx delivered; 408, 429 and 5xx, timeouts and connection errors are
+retryable (``Retry-After`` honoured, in seconds); any other 4xx is refused for good.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
-from collections import deque
-from collections.abc import Sequence
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiohttp
 import orjson
 
-from .base import AlertLike
+from .base import AlertLike, DeliveryError, SinkStats, redact_url
 
-log = logging.getLogger("driftline.sinks.webhook")
+RETRYABLE_4XX = frozenset({408, 429})
+SIGNATURE_HEADER = "X-Driftline-Signature"
+TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 
-NOT_RETRIED = frozenset(range(400, 500)) - {408, 429}
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The signature header's value.
+
+    >>> sign(b"k", "1700000000", b"{}")[:11]
+    'v1=c6ef4734'
+    """
+    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
 
 
 class WebhookSink:
-    """POSTs ``{"source": "driftline", "version": 1, "alerts": [...]}``, one request per
-    ``emit`` call (all alerts of a batch together).
-
-    ``emit`` only queues: delivery runs in a background task, so a slow or failing receiver
-    never blocks consumption. Failed requests are retried ``retries`` times with exponential
-    backoff and jitter (0.5 s doubling, capped at 30 s), honouring ``Retry-After``; 5xx,
-    408, 429, timeouts and connection errors are retried, other 4xx are not. When the queue
-    (``queue_size`` requests) is full, the oldest request is dropped and counted.
-    """
-
-    name = "webhook"
+    """POSTs alerts to ``url`` (see the module doc)."""
 
     def __init__(
         self,
         url: str,
         *,
-        timeout_s: float = 5.0,
-        retries: int = 5,
+        name: str = "webhook",
+        secret: str | None = None,
         headers: dict[str, str] | None = None,
-        queue_size: int = 10_000,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
+        timeout_s: float = 5.0,
+        format: str = "json",
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.name = name
         self.url = url
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.retries = retries
+        self.where = redact_url(url)
+        self._secret = secret.encode() if secret else None
         self.headers = {"Content-Type": "application/json", **(headers or {})}
-        self.queue: deque[tuple[bytes, int]] = deque()
-        self.queue_size = queue_size
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.format = format
+        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._closing = False
-        self.counts = {"sent": 0, "alerts_sent": 0, "failed": 0, "dropped": 0, "retries": 0}
+        self._stats = SinkStats()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=self.timeout)
-        self._task = asyncio.create_task(self._run(), name="webhook-sink")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+
+    def body(self, alerts: Sequence[AlertLike]) -> bytes:
+        dicts = [a.to_dict() for a in alerts]
+        if self.format == "slack":
+            return orjson.dumps(slack_message(dicts))
+        return orjson.dumps(
+            {"source": "driftline", "version": 1, "alerts": dicts},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
 
     async def emit(self, alerts: Sequence[AlertLike]) -> None:
         if not alerts:
             return
-        body = orjson.dumps(
-            {"source": "driftline", "version": 1, "alerts": [a.to_dict() for a in alerts]},
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
-        if len(self.queue) >= self.queue_size:
-            self.queue.popleft()
-            self.counts["dropped"] += 1
-            log.error("webhook queue full (%d requests): dropped the oldest", self.queue_size)
-        self.queue.append((body, len(alerts)))
-        self._idle.clear()
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            if not self.queue:
-                self._idle.set()
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            item = self.queue[0]
-            await self._deliver(*item)
-            if self.queue and self.queue[0] is item:
-                self.queue.popleft()
-
-    async def _deliver(self, body: bytes, n_alerts: int) -> None:
+        await self.start()
         assert self._session is not None
-        for attempt in range(self.retries + 1):
-            delay: float | None = None
-            try:
-                async with self._session.post(self.url, data=body, headers=self.headers) as resp:
-                    if 200 <= resp.status < 300:
-                        self.counts["sent"] += 1
-                        self.counts["alerts_sent"] += n_alerts
-                        return
-                    text = (await resp.text())[:200]
-                    if resp.status in NOT_RETRIED:
-                        self.counts["failed"] += 1
-                        log.error(
-                            "webhook %s refused alerts (HTTP %d: %s); not retried",
-                            self.url,
-                            resp.status,
-                            text,
-                        )
-                        return
-                    delay = _retry_after(resp.headers.get("Retry-After"))
-                    reason = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = type(exc).__name__
-            if attempt == self.retries:
-                break
-            self.counts["retries"] += 1
-            if delay is None:
-                delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
-                delay *= random.uniform(0.5, 1.0)  # jitter
-            log.warning(
-                "webhook %s failed (%s); retry %d/%d in %.1f s",
-                self.url,
-                reason,
-                attempt + 1,
-                self.retries,
-                delay,
-            )
-            await asyncio.sleep(delay)
-        self.counts["failed"] += 1
-        log.error(
-            "webhook %s: giving up on %d alert(s) after %d attempts",
-            self.url,
-            n_alerts,
-            self.retries + 1,
+        body = self.body(alerts)
+        headers = dict(self.headers)
+        if self._secret is not None:
+            ts = str(int(self._clock()))
+            headers[TIMESTAMP_HEADER] = ts
+            headers[SIGNATURE_HEADER] = sign(self._secret, ts, body)
+        try:
+            async with self._session.post(self.url, data=body, headers=headers) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                text = (await resp.text())[:200]
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError:
+            raise DeliveryError(
+                "timeout", f"webhook {self.where}: timed out", retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            # The exception's text may hold the full URL: only its type is shown.
+            raise DeliveryError(
+                "connection", f"webhook {self.where}: {type(exc).__name__}", retryable=True
+            ) from None
+        retryable = resp.status >= 500 or resp.status in RETRYABLE_4XX
+        raise DeliveryError(
+            "http_5xx" if resp.status >= 500 else "http_4xx",
+            f"webhook {self.where}: HTTP {resp.status} {text!r}",
+            retryable=retryable,
+            retry_after=retry_after,
         )
 
     async def flush(self, timeout: float) -> bool:
-        if self._task is None:
-            return not self.queue
-        try:
-            await asyncio.wait_for(asyncio.shield(self._idle.wait()), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return True
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued within ``timeout`` seconds, then stop."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._idle.wait()), timeout)
-            except TimeoutError:
-                log.error(
-                    "webhook %s: %d request(s) undelivered at shutdown", self.url, len(self.queue)
-                )
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
-    def stats(self) -> dict[str, int]:
-        return {**self.counts, "queued": len(self.queue)}
+    def stats(self) -> SinkStats:
+        return self._stats
+
+
+def slack_message(alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Slack-compatible message: a one-line ``text`` (notifications, fallbacks) and one
+    markdown section per alert."""
+    firing = sum(a["status"] == "firing" for a in alerts)
+    text = f"driftline: {firing} firing, {len(alerts) - firing} resolved"
+    blocks = []
+    for a in alerts:
+        icon = ":red_circle:" if a["status"] == "firing" else ":large_green_circle:"
+        what = f"`{a['model']}`" + (f" / `{a['feature']}`" if a.get("feature") else "")
+        lines = [f"{icon} *{a['status'].upper()}* {a.get('severity', '')} drift on {what}"]
+        if a.get("summary"):
+            lines.append(str(a["summary"]))
+        score = a.get("score")
+        if score is not None:
+            lines.append(f"{a['detector']} score {score:.4g} (threshold {a.get('threshold')})")
+        lines.append(f"id `{a['id']}`")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
+    return {"text": text, "blocks": blocks}
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -15,7 +15,9 @@ from monitor.checkpoint import CheckpointError, encode
 
 
 def store(broker: EmbeddedBroker, topic: str, chunk: int = 1024) -> ChangelogStore:
-    return ChangelogStore(broker.bootstrap, f"{topic}.changelog", chunk_bytes=chunk)
+    return ChangelogStore(
+        f"{topic}.changelog", chunk_bytes=chunk, bootstrap_servers=broker.bootstrap
+    )
 
 
 def test_the_last_checkpoint_per_key_is_restored_by_a_fresh_reader(

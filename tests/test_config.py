@@ -70,9 +70,10 @@ def test_every_error_is_listed_with_its_path() -> None:
         "models.credit-v1.features.age.params.ks.alpha",
         "models.credit-v1.reference",
         "sinks.0.url",
-        "sinks.1",
+        "sinks.1.type",
         "colour",
     ]
+    assert "unknown sink type 'pager'" in errors[-2] and "alertmanager" in errors[-2]
 
 
 def test_unset_variable_is_named_once() -> None:

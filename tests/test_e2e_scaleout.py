@@ -166,7 +166,7 @@ def test_two_instances_split_the_partitions_and_one_takes_over_when_the_other_di
         ref_hook.stop()
 
     async def final(p: int) -> dict[str, Any]:
-        store = ChangelogStore(broker.bootstrap, f"{topic}.changelog")
+        store = ChangelogStore(f"{topic}.changelog", bootstrap_servers=broker.bootstrap)
         await store.start()
         try:
             found = await store.get(f"fo/{topic}/{p}")
