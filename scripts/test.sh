@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 echo "== installing driftline with its dev extras"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-# promtool (Debian package 'prometheus') lints the /metrics exposition in the tests.
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "== installing promtool (Debian package prometheus)"
+# Real Prometheus (and promtool) and Alertmanager from Debian: the tests start them on
+# loopback ports of their own.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  echo "== installing prometheus and prometheus-alertmanager (Debian)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    prometheus prometheus-alertmanager >/dev/null
 fi
 
 echo "== ruff"

@@ -66,6 +66,7 @@ class OutboxFile:
         self.path = path
         self.lines = 0  # records in the file
         self._fh: Any = None
+        self._torn = False  # the file ends in a record cut short: start on a new line
 
     def replay(self) -> OrderedDict[Key, dict[str, Any]]:
         pending: OrderedDict[Key, dict[str, Any]] = OrderedDict()
@@ -74,6 +75,7 @@ class OutboxFile:
         bad = 0
         with self.path.open("rb") as fh:
             for raw in fh:
+                self._torn = not raw.endswith(b"\n")
                 self.lines += 1
                 try:
                     kind, body = raw.rstrip(b"\n").split(b" ", 1)
@@ -101,6 +103,8 @@ class OutboxFile:
         fh = self._open()
         if fh is None:
             return
+        if self._torn:
+            payload, self._torn = b"\n" + payload, False
         fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
