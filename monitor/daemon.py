@@ -2,8 +2,10 @@
 
 For each batch, in this order: fetch, decode and detect, hand alerts to the sinks, forward
 rejected records to the dead-letter topic (awaiting the broker's acknowledgement), and only
-then commit the batch's offsets. A crash at any point re-delivers the uncommitted batch,
-never loses it.
+then commit the batch's offsets. With a state store the committed offsets are those of
+each checkpoint instead, once it is durable, so that a partition is never committed past
+the state that saw it. A crash at any point re-delivers what was not committed, never
+loses it.
 
 A broker that is unreachable at start or goes away is retried with exponential backoff
 (0.5 s doubling to 30 s), logged once per attempt, while HTTP keeps serving. SIGTERM or
@@ -481,6 +483,7 @@ class Daemon:
         start = time.perf_counter()
         await self._flush_sinks()
         size = 0
+        committed: Offsets = {}
         for p in sorted(partitions):
             offsets = self._offsets_of(p)
             if not offsets and not self.pipeline.models_of(p):
@@ -492,8 +495,13 @@ class Daemon:
             data = encode({"pipeline": self.pipeline.snapshot(p, learners), "offsets": offsets})
             await self.store.put(self.checkpoint_name(p), data)
             size += len(data)
+            committed.update(offsets)
         self.checkpoints += 1
         self._crash.passing("checkpoint")
+        # The group's committed offsets follow the checkpoints: a partition never
+        # checkpointed is read again from the start of what its state has not seen.
+        if committed:
+            await self._commit(committed)
         self.checkpoint_seconds = time.perf_counter() - start
         self.checkpoint_bytes = size
         self._since_checkpoint = 0
@@ -521,11 +529,13 @@ class Daemon:
             await self._dead_letter(record, rej.reason, rej.detail)
         self._crash.passing("emit")
         done = next_offsets(batch.records)
-        self._pending.update(done)
         self._position.update(done)
         self._since_checkpoint += len(batch.records)
-        if await self._commit(self._pending):
-            self._pending = {}
+        if self.store is None:
+            self._pending.update(done)
+            if await self._commit(self._pending):
+                self._pending = {}
+        # With a store, offsets are committed with each checkpoint (see _checkpoint).
 
     async def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         if not self.config.kafka.dead_letter_topic:

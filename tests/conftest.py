@@ -108,9 +108,10 @@ def daemon_config(bootstrap: str, topic: str, **over: Any) -> dict[str, Any]:
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 collecting the JSON bodies POSTed to /hook."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
-        self.port = 0
+        self.requests: list[tuple[dict[str, str], bytes]] = []  # headers, raw body
+        self.port = port
         self.fail_first = 0  # answer 500 to this many requests first
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -132,7 +133,9 @@ class WebhookReceiver:
             if self.fail_first > 0:
                 self.fail_first -= 1
                 return web.Response(status=500)
-            self.bodies.append(await request.json())
+            raw = await request.read()
+            self.requests.append((dict(request.headers), raw))
+            self.bodies.append(orjson.loads(raw))
             return web.Response(text="ok")
 
         async def start() -> web.AppRunner:
@@ -140,7 +143,7 @@ class WebhookReceiver:
             app.router.add_post("/hook", hook)
             runner = web.AppRunner(app)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", self.port)
             await site.start()
             self.port = int(runner.addresses[0][1])
             return runner
