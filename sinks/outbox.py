@@ -2,7 +2,8 @@
 only once delivered (or refused for good).
 
 One append-only file per sink, ``<dir>/<sink>.outbox``, one line per record:
-``A <alert as JSON>`` when an alert is accepted, ``D <id> <status>`` when it is done. Each
+``A <alert as JSON>`` when an alert is accepted, ``D <id> <status> <severity>`` when it
+is done. Each
 append is flushed and fsynced before ``emit`` returns, so an alert handed to a sink survives
 SIGKILL; on start the file is replayed (pending = accepted and not done, in order; a torn
 last line from a crash mid-write is skipped) and delivery resumes. When done records make
@@ -38,7 +39,11 @@ from .wrappers import Wrapper
 
 log = logging.getLogger("driftline.sinks.outbox")
 
-Key = tuple[str, str]  # (alert id, status)
+Key = tuple[str, str, str]  # (alert id, status, severity): each state change is delivered
+
+
+def _key(alert: dict[str, Any]) -> Key:
+    return (str(alert["id"]), str(alert["status"]), str(alert.get("severity") or ""))
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,10 @@ class OutboxFile:
                     kind, body = raw.rstrip(b"\n").split(b" ", 1)
                     if kind == b"A":
                         alert = orjson.loads(body)
-                        pending[(str(alert["id"]), str(alert["status"]))] = alert
+                        pending[_key(alert)] = alert
                     elif kind == b"D":
-                        aid, status = body.decode().split(" ")
-                        pending.pop((aid, status), None)
+                        aid, status, severity = body.decode().split(" ")
+                        pending.pop((aid, status, severity), None)
                     else:
                         raise ValueError(kind)
                 except (ValueError, KeyError, orjson.JSONDecodeError):
@@ -114,7 +119,7 @@ class OutboxFile:
         self._write(b"".join(b"A " + orjson.dumps(a) + b"\n" for a in alerts), len(alerts))
 
     def done(self, keys: Sequence[Key]) -> None:
-        self._write(b"".join(f"D {i} {s}\n".encode() for i, s in keys), len(keys))
+        self._write(b"".join(f"D {i} {s} {v}\n".encode() for i, s, v in keys), len(keys))
 
     def rewrite(self, pending: OrderedDict[Key, dict[str, Any]]) -> None:
         """Replace the file by the pending alerts alone."""
@@ -181,7 +186,7 @@ class Outbox(Wrapper):
         dicts = [a.to_dict() for a in alerts]
         self.file.accepted(dicts)
         for d in dicts:
-            self.pending[(str(d["id"]), str(d["status"]))] = d
+            self.pending[_key(d)] = d
         over = len(self.pending) - self.max_alerts
         if over > 0:
             dropped = [self.pending.popitem(last=False)[0] for _ in range(over)]

@@ -127,24 +127,29 @@ class Batch(Wrapper):
             await self.inner.emit(alerts[lo : lo + self.max_alerts])
 
 
+def _key(alert: AlertLike) -> tuple[str, str, str]:
+    # An episode that turns critical is sent again as firing: severity is part of the key.
+    return (alert.id, alert.status, str(alert.to_dict().get("severity", "")))
+
+
 class Dedup(Wrapper):
-    """Drops an alert whose (id, status) this sink delivered in the last ``window``
+    """Drops an alert whose (id, status, severity) this sink delivered in the last ``window``
     deliveries: re-emissions after a restart or a partition handover reach a receiver
     once when they come within the same process. Only delivered ones are remembered."""
 
     def __init__(self, inner: Sink, window: int = 10_000) -> None:
         super().__init__(inner)
         self.window = window
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     async def emit(self, alerts: Sequence[AlertLike]) -> None:
-        fresh = [a for a in alerts if (a.id, a.status) not in self._seen]
+        fresh = [a for a in alerts if _key(a) not in self._seen]
         self.stats().deduplicated += len(alerts) - len(fresh)
         if not fresh:
             return
         await self.inner.emit(fresh)
         for a in fresh:
-            self._seen[(a.id, a.status)] = None
+            self._seen[_key(a)] = None
         while len(self._seen) > self.window:
             self._seen.popitem(last=False)
 

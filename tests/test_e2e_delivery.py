@@ -228,8 +228,8 @@ def test_receiver_down_while_the_daemon_is_killed_and_restarted_loses_nothing(
         assert proc.wait(30) == 0
     finally:
         reference.stop()
-    expected = {(a["id"], a["status"]) for a in reference.alerts}
-    assert any(s == "resolved" for _, s in expected)
+    expected = {(a["id"], a["status"], a["severity"]) for a in reference.alerts}
+    assert any(s == "resolved" for _, s, _ in expected)
 
     url = f"http://127.0.0.1:{hook_port}/hook"  # nothing listens there yet
     doc = daemon_config(broker.bootstrap, topic, sinks=[{"type": "webhook", "url": url}])
@@ -251,14 +251,14 @@ def test_receiver_down_while_the_daemon_is_killed_and_restarted_loses_nothing(
         doc["http"]["port"] = free_port()
         proc = run_cli(doc, tmp_path / "b", 9000)
         deadline = time.monotonic() + 30
-        while len({(a["id"], a["status"]) for a in receiver.alerts}) < len(expected):
+        while len({(a["id"], a["status"], a["severity"]) for a in receiver.alerts}) < len(expected):
             assert time.monotonic() < deadline, "alerts missing after the restart"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
         receiver.stop()
-    got = [(a["id"], a["status"]) for a in receiver.alerts]
+    got = [(a["id"], a["status"], a["severity"]) for a in receiver.alerts]
     assert set(got) == expected  # every alert, with the ids of the uninterrupted run
     assert "alert(s) from the outbox to deliver" in (tmp_path / "b" / "run.log").read_text()
 

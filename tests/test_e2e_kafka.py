@@ -424,6 +424,12 @@ def test_a_failing_webhook_neither_blocks_consumption_nor_loses_alerts(
     assert any(a["feature"] == "salary" for a in firing)
     ids = [(a["id"], a["status"], a["severity"]) for a in receiver.alerts]
     assert len(ids) == len(set(ids))  # retried requests were not delivered twice
+    assert len(receiver.alerts) == stats.sent  # every alert accepted arrived
+    episodes: dict[tuple[Any, ...], set[str]] = {}
+    for a in receiver.alerts:
+        key = (a["model"], a["feature"], a["detector"], a["start_event"])
+        episodes.setdefault(key, set()).add(a["id"])
+    assert all(len(v) == 1 for v in episodes.values())  # one id per episode
 
 
 def test_broker_lost_mid_run_keeps_the_daemon_serving(tmp_path: Path) -> None:

@@ -330,3 +330,76 @@ def test_a_plugin_sink_is_found_by_its_entry_point(
 
     asyncio.run(go())
     assert sys.modules["demo_sink"].Collect.got == ["got:dl-1"]
+
+
+def test_alertmanager_re_sends_firing_alerts_until_resolved(tmp_path: Path) -> None:
+    from sinks.alertmanager import AlertmanagerSink
+
+    posts: list[list[str]] = []
+
+    async def go() -> None:
+        sink = AlertmanagerSink("http://127.0.0.1:1", directory=tmp_path, resend_interval_s=0.05)
+
+        async def post(alerts: list[dict[str, Any]]) -> None:
+            posts.append([a["labels"]["alert_id"] for a in alerts])
+
+        sink._post = post  # type: ignore[method-assign]
+        await sink.start()
+        await sink.emit([A(1), A(2)])
+        await asyncio.sleep(0.2)
+        assert len(posts) >= 3 and posts[-1] == ["dl-1", "dl-2"]  # re-sent while firing
+        again = AlertmanagerSink("http://127.0.0.1:1", directory=tmp_path)
+        await again.start()  # a restarted daemon knows what is firing
+        assert sorted(again.firing) == ["dl-1", "dl-2"]
+        await again.close()
+        await sink.emit([A(1, "resolved"), A(2, "resolved")])
+        posts.clear()
+        await asyncio.sleep(0.2)
+        assert posts == []  # nothing firing: nothing re-sent
+        await sink.close()
+
+    asyncio.run(go())
+
+
+def test_kafka_secrets_pass_through_and_stay_hidden() -> None:
+    from monitor.source import client_options
+
+    doc = {
+        "kafka": {
+            "topic": "t",
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": "driftline",
+            "sasl_plain_password": "sasl-pw-do-not-log",
+            "fetch_timeout_ms": 0,  # invalid: an error is reported
+        },
+        "models": {"m": {"features": {"x": "numeric"}}},
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert "fetch_timeout_ms" in str(err.value) and "sasl-pw" not in str(err.value)
+    doc["kafka"]["fetch_timeout_ms"] = 100
+    cfg = parse_config(doc, env={})
+    assert "sasl-pw" not in repr(cfg) and "sasl-pw" not in cfg.model_dump_json()
+    options = client_options(cfg.kafka)
+    assert options["security_protocol"] == "SASL_PLAINTEXT"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "driftline"
+    assert options["sasl_plain_password"] == "sasl-pw-do-not-log"
+
+
+def test_kafka_tls_settings_build_an_ssl_context() -> None:
+    from monitor.source import client_options
+
+    ca = Path(__file__).parent / "data" / "test-ca.pem"  # a throwaway self-signed CA
+    cfg = parse_config(
+        {
+            "kafka": {"topic": "t", "security_protocol": "SSL", "ssl_cafile": str(ca)},
+            "models": {"m": {"features": {"x": "numeric"}}},
+        },
+        env={},
+    )
+    options = client_options(cfg.kafka)
+    assert options["security_protocol"] == "SSL"
+    (cert,) = options["ssl_context"].get_ca_certs()
+    assert dict(x[0] for x in cert["subject"])["commonName"] == "driftline test CA"
