@@ -207,40 +207,44 @@ class DriftlineCollector(Collector):
 
     def _sinks(self) -> Iterator[Metric]:
         """Alert delivery, per configured sink."""
-        sent = CounterMetricFamily(
-            "driftline_alerts_sent", "Alerts delivered, per sink.", labels=["sink"]
-        )
+        per_sink = [
+            (CounterMetricFamily, "driftline_alerts_sent", "Alerts delivered.", "sent"),
+            (
+                CounterMetricFamily,
+                "driftline_alert_delivery_retries",
+                "Delivery attempts retried.",
+                "retries",
+            ),
+            (
+                CounterMetricFamily,
+                "driftline_alerts_deduplicated",
+                "Alerts not sent again: already delivered with the same id, status, severity.",
+                "deduplicated",
+            ),
+            (GaugeMetricFamily, "driftline_outbox_alerts", "Alerts in the outbox.", "outbox_depth"),
+            (
+                CounterMetricFamily,
+                "driftline_outbox_dropped",
+                "Alerts dropped because the outbox was full.",
+                "outbox_dropped",
+            ),
+        ]
+        families = [
+            (kind(name, text, labels=["sink"]), attr) for kind, name, text, attr in per_sink
+        ]
         failures = CounterMetricFamily(
             "driftline_alert_delivery_failures",
             "Failed delivery attempts (and alerts dropped from a full outbox: overflow).",
             labels=["sink", "reason"],
         )
-        retries = CounterMetricFamily(
-            "driftline_alert_delivery_retries", "Delivery attempts retried.", labels=["sink"]
-        )
-        dedup = CounterMetricFamily(
-            "driftline_alerts_deduplicated",
-            "Alerts not sent again: already delivered with the same id and status.",
-            labels=["sink"],
-        )
-        depth = GaugeMetricFamily(
-            "driftline_outbox_alerts", "Alerts waiting in the outbox.", labels=["sink"]
-        )
-        dropped = CounterMetricFamily(
-            "driftline_outbox_dropped",
-            "Alerts dropped because the outbox was full.",
-            labels=["sink"],
-        )
         for sink in self.daemon.pipeline.sinks:
             st = sink.stats()
-            sent.add_metric([sink.name], st.sent)
+            for family, attr in families:
+                family.add_metric([sink.name], getattr(st, attr))
             for reason in REASONS:
                 failures.add_metric([sink.name, reason], st.failures.get(reason, 0))
-            retries.add_metric([sink.name], st.retries)
-            dedup.add_metric([sink.name], st.deduplicated)
-            depth.add_metric([sink.name], st.outbox_depth)
-            dropped.add_metric([sink.name], st.outbox_dropped)
-        yield from (sent, failures, retries, dedup, depth, dropped)
+        yield failures
+        yield from (family for family, _ in families)
 
     def _performance(self) -> Iterator[Metric]:
         """The label join and the production model's prequential metrics, per model."""

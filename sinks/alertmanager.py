@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 
 from .base import AlertLike, DeliveryError, SinkStats, redact_url
+from .http import post
 
 log = logging.getLogger("driftline.sinks.alertmanager")
 
@@ -113,26 +114,7 @@ class AlertmanagerSink:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        try:
-            async with self._session.post(
-                self.endpoint, data=orjson.dumps(alerts), headers=self.headers
-            ) as resp:
-                if 200 <= resp.status < 300:
-                    return
-                text = (await resp.text())[:200]
-        except TimeoutError:
-            raise DeliveryError(
-                "timeout", f"alertmanager {self.where}: timed out", retryable=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise DeliveryError(
-                "connection", f"alertmanager {self.where}: {type(exc).__name__}", retryable=True
-            ) from None
-        raise DeliveryError(
-            "http_5xx" if resp.status >= 500 else "http_4xx",
-            f"alertmanager {self.where}: HTTP {resp.status} {text!r}",
-            retryable=resp.status >= 500 or resp.status in (408, 429),
-        )
+        await post(self._session, self.endpoint, orjson.dumps(alerts), self.headers, "alertmanager")
 
     async def emit(self, alerts: Sequence[AlertLike]) -> None:
         if not alerts:

@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import AlertLike, DeliveryError, SinkStats, redact_url
+from .base import AlertLike, SinkStats, redact_url
+from .http import post
 
-RETRYABLE_4XX = frozenset({408, 429})
 SIGNATURE_HEADER = "X-Driftline-Signature"
 TIMESTAMP_HEADER = "X-Driftline-Timestamp"
 
@@ -90,28 +90,7 @@ class WebhookSink:
             ts = str(int(self._clock()))
             headers[TIMESTAMP_HEADER] = ts
             headers[SIGNATURE_HEADER] = sign(self._secret, ts, body)
-        try:
-            async with self._session.post(self.url, data=body, headers=headers) as resp:
-                if 200 <= resp.status < 300:
-                    return
-                text = (await resp.text())[:200]
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except TimeoutError:
-            raise DeliveryError(
-                "timeout", f"webhook {self.where}: timed out", retryable=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            # The exception's text may hold the full URL: only its type is shown.
-            raise DeliveryError(
-                "connection", f"webhook {self.where}: {type(exc).__name__}", retryable=True
-            ) from None
-        retryable = resp.status >= 500 or resp.status in RETRYABLE_4XX
-        raise DeliveryError(
-            "http_5xx" if resp.status >= 500 else "http_4xx",
-            f"webhook {self.where}: HTTP {resp.status} {text!r}",
-            retryable=retryable,
-            retry_after=retry_after,
-        )
+        await post(self._session, self.url, body, headers, "webhook")
 
     async def flush(self, timeout: float) -> bool:
         return True
@@ -143,12 +122,3 @@ def slack_message(alerts: list[dict[str, Any]]) -> dict[str, Any]:
         lines.append(f"id `{a['id']}`")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
     return {"text": text, "blocks": blocks}
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, min(300.0, float(value)))
-    except ValueError:
-        return None

@@ -169,7 +169,7 @@ def test_metrics_parse_and_pass_promtool(
     broker: EmbeddedBroker, topic: str, tmp_path: Path
 ) -> None:
     produce(broker.bootstrap, topic, [*loan_events(4000, drift_at=2000), b"nope"])
-    doc = daemon_config(broker.bootstrap, topic)
+    doc = daemon_config(broker.bootstrap, topic, sinks=[{"type": "log", "stream": "stdout"}])
     doc["state"] = {"path": str(tmp_path), "checkpoint_every_events": 1000}
     daemon = Daemon(parse_config(doc, env={}))
 
@@ -190,6 +190,9 @@ def test_metrics_parse_and_pass_promtool(
         "driftline_checkpoints",
         "driftline_checkpoint_size_bytes",
         "driftline_state_restores",
+        "driftline_alerts_sent",
+        "driftline_alert_delivery_failures",
+        "driftline_outbox_alerts",
     ):
         assert name in families, name
     owned = [s.labels for s in families["driftline_partition_owned"].samples if s.value == 1]
