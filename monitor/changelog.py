@@ -201,9 +201,13 @@ class ChangelogStore:
             consumer.seek(tp, resume)
         return b"".join(chunks)
 
-    async def get(self, name: str) -> tuple[dict[str, Any], str] | None:
+    async def get(self, name: str, *, refresh: bool = True) -> tuple[dict[str, Any], str] | None:
+        """The newest usable checkpoint of ``name``, after reading the changelog to its end
+        (``refresh``; the daemon reads once per assignment: every checkpoint of the
+        partitions being assigned was written before the assignment began)."""
         async with self._lock:
-            await self.catch_up()
+            if refresh:
+                await self.catch_up()
             key = self._keys.get(name)
             if key is None:
                 return None

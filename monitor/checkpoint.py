@@ -78,7 +78,8 @@ class Store(Protocol):
 
     async def put(self, name: str, data: bytes) -> None: ...
 
-    async def get(self, name: str) -> tuple[dict[str, Any], str] | None: ...
+    async def get(self, name: str, *, refresh: bool = True) -> tuple[dict[str, Any], str] | None:
+        """``refresh=False`` may answer from what the store read for an earlier ``get``."""
 
     async def stop(self) -> None: ...
 
@@ -151,7 +152,7 @@ class LocalStore:
     async def put(self, name: str, data: bytes) -> None:
         await asyncio.to_thread(self.save_bytes, name, data)
 
-    async def get(self, name: str) -> tuple[dict[str, Any], str] | None:
+    async def get(self, name: str, *, refresh: bool = True) -> tuple[dict[str, Any], str] | None:
         found = await asyncio.to_thread(self.load, name)
         return None if found is None else (found[0], found[1].name)
 

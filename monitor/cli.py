@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the daemon: consume prediction events from Kafka, alert on drift",
         description="Consume prediction events from Kafka, monitor every feature and the "
         "prediction, send alerts to the configured sinks and serve /metrics, /healthz, "
-        "/readyz and /status. Stops cleanly on SIGTERM or SIGINT (exit 0).",
+        "/readyz and /status. Stops cleanly on SIGTERM or SIGINT (exit 0); exit 2 for an "
+        "invalid configuration (every error listed), 1 when assigned partitions cannot be "
+        "taken over (a supervisor restarts it). SIGUSR1 logs where every task is waiting.",
     )
     run.add_argument("--config", "-c", required=True, type=Path, help="YAML configuration file")
     run.add_argument(

@@ -386,11 +386,13 @@ class Daemon:
             await self._drain()
             for p in self._kept - set(parts):
                 self._forget(p)
+            refresh = True  # the store reads what others wrote once per assignment
             for p in parts:
                 if p in self._kept or p in self.owned:
                     offsets.update(self._offsets_of(p))
                 else:
-                    offsets.update(await self._restore(p))
+                    offsets.update(await self._restore(p, refresh))
+                    refresh = False
             self._kept = set()
             self.owned = set(parts)
             self._generation += 1
@@ -416,7 +418,7 @@ class Daemon:
             return f"{k.group_id}/{k.topic}/{partition}"
         return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{k.group_id}.{k.topic}.{partition}")
 
-    async def _restore(self, partition: int) -> Offsets:
+    async def _restore(self, partition: int, refresh: bool = True) -> Offsets:
         """The partition's newest usable checkpoint, loaded; its next offsets returned.
         Fallback when there is none or it cannot be used (another format version or
         configuration): the partition starts afresh, its references warm up again, and
@@ -429,7 +431,7 @@ class Daemon:
         delay = BACKOFF_START
         while True:
             try:
-                found = await self.store.get(name)
+                found = await self.store.get(name, refresh=refresh)
                 break
             except CheckpointError as exc:
                 log.error(
