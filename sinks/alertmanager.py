@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import AlertLike, DeliveryError, SinkStats, redact_url
+from .base import AlertLike, DeliveryError, SinkStats
 from .http import post
 
 log = logging.getLogger("driftline.sinks.alertmanager")
@@ -91,7 +91,6 @@ class AlertmanagerSink:
     ) -> None:
         self.name = name
         self.endpoint = url.rstrip("/") + "/api/v2/alerts"
-        self.where = redact_url(url)
         self.resend_interval_s = resend_interval_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.headers = {"Content-Type": "application/json", **(headers or {})}

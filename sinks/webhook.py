@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import AlertLike, SinkStats, redact_url
+from .base import AlertLike, SinkStats
 from .http import post
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
@@ -57,7 +57,6 @@ class WebhookSink:
     ) -> None:
         self.name = name
         self.url = url
-        self.where = redact_url(url)
         self._secret = secret.encode() if secret else None
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
