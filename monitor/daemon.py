@@ -452,9 +452,8 @@ class Daemon:
         state, where = found
         try:
             self.pipeline.restore(partition, state["pipeline"])
-        except CheckpointError as exc:
+        except CheckpointError as exc:  # refused before anything was loaded
             log.error("%s: %s; partition %d starts afresh", where, exc, partition)
-            self.pipeline.drop(partition)
             self.restores["failed"] += 1
             return {}
         offsets: Offsets = dict(state["offsets"])

@@ -210,7 +210,7 @@ def _serve(args: tuple[Any, ...], inbox: Any, requests: Any, outbox: Any) -> Non
         elif kind == "adapt":
             core.adapt(int(item))
         elif kind == "export":  # everything learned so far, in submission order
-            outbox.put(("answer", item, pickle.dumps(core, protocol=5)))
+            outbox.put(("answer", item, (pickle.dumps(core, protocol=5), core.learned)))
             continue
         elif kind == "load":
             core = pickle.loads(item) if item is not None else _Core(*args)
@@ -390,20 +390,20 @@ class OnlineLearner:
         it waits for the learning backlog; call it off the event loop). River estimators
         are pickled: see the trust boundary in monitor.checkpoint."""
         if self._process is None:
-            return {"core": None, "dropped": self.dropped}
+            return {"core": None, "learned": 0, "dropped": self.dropped}
         rid, event, box = self._ticket()
         self._inbox.put(("export", rid))
         if not event.wait(timeout) or not box:
             raise TimeoutError("the online learner did not hand over its state in time")
-        return {"core": box[0], "dropped": self.dropped}
+        core, learned = box[0]
+        return {"core": core, "learned": learned, "dropped": self.dropped}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
         """Continue from :meth:`export_state`, or start afresh with ``None``."""
         core = None if state is None else state["core"]
         self.dropped = 0 if state is None else state["dropped"]
-        self._send("load", core)
-        learned = 0 if core is None else pickle.loads(core).learned
-        self.submitted = self.learned = learned
+        self._send("load", core)  # unpickled in the learner's process only
+        self.submitted = self.learned = 0 if state is None else state["learned"]
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._process is None:

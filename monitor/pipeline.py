@@ -41,15 +41,14 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.decoder = Decoder(config)
-        self.monitors = {m: ModelMonitor(config, m) for m in config.models}
         self.policy = AlertPolicy(config.alerting, clock)
         self.sinks = list(sinks)
+        self.monitors: dict[str, ModelMonitor] = {}
+        self.joins: dict[str, LabelJoin] = {}
+        self.performance: dict[str, Performance] = {}
+        for m in config.models:
+            self._fresh(m)
         lc = config.labels
-        self.joins = {m: LabelJoin(lc.max_pending, lc.max_age_s) for m in config.models}
-        self.performance = {
-            m: Performance(config.models[m].task, lc.window, lc.decay, lc.delta)
-            for m in config.models
-        }
         self.learners: dict[str, OnlineLearner] = {}
         for m, mc in config.models.items():
             if mc.online_model is not None and mc.task is not None:
@@ -152,19 +151,23 @@ class Pipeline:
     def drop(self, partition: int) -> None:
         """Forget the partition (given up, or about to be restored): its models start
         afresh, as if never seen."""
-        lc = self.config.labels
         for m in self.models_of(partition):
             del self.owner[m]
-            self.monitors[m] = ModelMonitor(self.config, m)
+            self._fresh(m)
             self.policy.models.pop(m, None)
-            self.joins[m] = LabelJoin(lc.max_pending, lc.max_age_s)
-            self.performance[m] = Performance(
-                self.config.models[m].task, lc.window, lc.decay, lc.delta
-            )
             self.last_ts.pop(m, None)
             if m in self.learners:
                 self.learners[m].load_state(None)
         self.rejected_by.pop(partition, None)
+
+    def _fresh(self, model: str) -> None:
+        """The model's state as before its first event: monitor, label join, performance."""
+        lc = self.config.labels
+        self.monitors[model] = ModelMonitor(self.config, model)
+        self.joins[model] = LabelJoin(lc.max_pending, lc.max_age_s)
+        self.performance[model] = Performance(
+            self.config.models[model].task, lc.window, lc.decay, lc.delta
+        )
 
     def claim(self, model: str, partition: int, events: int = 1) -> None:
         """Note where a model's events come from: its state belongs to the first partition

@@ -6,7 +6,6 @@ bit, and no alert id that the uninterrupted run did not raise."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from monitor.checkpoint import LocalStore
 
 from .conftest import WebhookReceiver, daemon_config, loan_events, produce
 from .test_checkpoint import same
-from .test_e2e_kafka import get, start_cli, write_config
+from .test_e2e_kafka import start_cli, wait_events, write_config
 
 N = 8000  # events per model
 MODELS = ("credit-v1", "credit-v2")
@@ -53,21 +52,8 @@ def run_once(
     if crash_at:
         assert proc.wait(90) == -signal.SIGKILL
         return proc
-    deadline = 90 / 0.1
-    while deadline > 0:
-        try:
-            code, body = get(port, "/status")
-            if code == 200:
-                events = sum(m["events"] for m in json.loads(body)["models"].values())
-                if events >= until:
-                    return proc
-        except OSError:
-            pass
-        assert proc.poll() is None, (tmp / "run.log").read_text()[-3000:]
-        subprocess.run(["sleep", "0.1"], check=True)
-        deadline -= 1
-    proc.kill()
-    raise AssertionError(f"never reached {until} events")
+    wait_events(proc, port, until, tmp)
+    return proc
 
 
 def final_states(state_dir: Path, group: str, topic: str) -> list[dict[str, Any]]:

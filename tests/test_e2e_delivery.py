@@ -26,7 +26,7 @@ from monitor.config import parse_config
 from monitor.daemon import Daemon
 
 from .conftest import WebhookReceiver, daemon_config, loan_events, produce
-from .test_e2e_kafka import get, run_until, start_cli, write_config
+from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config
 from .test_sinks import verify_snippet
 
 
@@ -196,18 +196,8 @@ def test_prometheus_scrapes_the_drift_score(
 def run_cli(doc: dict[str, Any], tmp: Path, until_events: int) -> subprocess.Popen[bytes]:
     tmp.mkdir(parents=True, exist_ok=True)
     proc = start_cli(write_config(tmp, doc))
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            code, body = get(doc["http"]["port"], "/status")
-            if code == 200 and json.loads(body)["models"]["credit-v1"]["events"] >= until_events:
-                return proc
-        except OSError:
-            pass
-        assert proc.poll() is None, (tmp / "run.log").read_text()[-3000:]
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the daemon never got there")
+    wait_events(proc, doc["http"]["port"], until_events, tmp)
+    return proc
 
 
 def test_receiver_down_while_the_daemon_is_killed_and_restarted_loses_nothing(

@@ -278,6 +278,26 @@ def start_cli(config: Path, **env_over: str) -> subprocess.Popen[bytes]:
         )
 
 
+def wait_events(
+    proc: subprocess.Popen[bytes], port: int, total: int, log_dir: Path, timeout: float = 90
+) -> None:
+    """Until the ``driftline run`` child has processed ``total`` events over all models
+    (its log's tail in the failure if it dies first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            code, body = get(port, "/status")
+            models = json.loads(body)["models"] if code == 200 else {}
+            if models and sum(m["events"] for m in models.values()) >= total:
+                return
+        except OSError:
+            pass
+        assert proc.poll() is None, (log_dir / "run.log").read_text()[-3000:]
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"never reached {total} events")
+
+
 def output_of(config: Path) -> str:
     return (config.parent / "run.log").read_text()
 
