@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== installing driftline with its dev extras"
-python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# --upgrade --upgrade-strategy eager: test against the newest versions the ranges admit,
+# which is what a user's fresh install gets (not whatever this machine already had).
+python3 -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
 
 # Real Prometheus (and promtool) and Alertmanager from Debian: the tests start them on
 # loopback ports of their own.

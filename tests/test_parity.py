@@ -41,7 +41,9 @@ ADWIN_PARAMS = [
 ]
 
 
-@pytest.mark.parametrize(("stream", "params"), itertools.product(STREAMS, range(len(ADWIN_PARAMS))))
+@pytest.mark.parametrize(
+    ("stream", "params"), list(itertools.product(STREAMS, range(len(ADWIN_PARAMS))))
+)
 def test_adwin_positions_equal_rivers(stream: str, params: int) -> None:
     kwargs = ADWIN_PARAMS[params]
     for seed in range(5):
