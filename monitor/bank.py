@@ -262,6 +262,7 @@ class ModelMonitor:
         self.events = 0  # events accepted so far: the next event's index
         self.missing = np.zeros(len(self.schema.series), dtype=np.int64)
         self.wrong_type = np.zeros(len(self.schema.series), dtype=np.int64)
+        self.out_of_range = np.zeros(len(self.schema.series), dtype=np.int64)
         self.schema_violations = 0
         self.bank: DetectorBank | None = None
         self.reference: Reference | None = None
@@ -293,6 +294,7 @@ class ModelMonitor:
             "events": self.events,
             "missing": self.missing.copy(),
             "wrong_type": self.wrong_type.copy(),
+            "out_of_range": self.out_of_range.copy(),
             "schema_violations": self.schema_violations,
             "ref_n": self._ref_n,
             "ref_num": [a.copy() for a in self._ref_num],
@@ -319,6 +321,7 @@ class ModelMonitor:
         self.events = state["events"]
         self.missing[...] = state["missing"]
         self.wrong_type[...] = state["wrong_type"]
+        self.out_of_range[...] = state["out_of_range"]
         self.schema_violations = state["schema_violations"]
         self.bank = None
         self.reference = None
@@ -355,6 +358,7 @@ class ModelMonitor:
         detections = self._process(batch, on_ready)
         self.missing += batch.missing
         self.wrong_type += batch.wrong_type
+        self.out_of_range += batch.out_of_range
         self.schema_violations += batch.schema_violations
         self.events += len(batch)
         return detections

@@ -6,19 +6,38 @@ The wire contract, one JSON object per record::
      "features": {"salary": 52000.0, "age": 41, "elevel": "2"},
      "prediction": 0.83, "label": 1}
 
-A record is **rejected** (and dead-lettered) when its envelope is unusable; the reason is
-one of :data:`REJECT_REASONS`. A *feature value* of the wrong type does not reject the
-record: it is counted as a data-quality problem of that feature and treated as missing,
-so one odd field never drops a prediction. Feature keys the model does not declare are
-counted as schema violations of the model.
+Any bytes at all may arrive. Each record is either **accepted** or **rejected** with one of
+:data:`REJECT_REASONS` (and dead-lettered by the daemon); nothing a record holds can stop
+the batch it came in. What each kind of value becomes:
+
+* the envelope must be an object with a string ``model`` that is configured and a
+  ``features`` object; ``id`` a string or an integer; ``ts`` as :mod:`monitor.timestamps`
+  says (absent: the Kafka record's timestamp); otherwise the record is rejected;
+* a **numeric** feature (or prediction) value is a number: integers and floats become
+  float64, ``true``/``false`` 1 and 0; ``null``, an absent key and the non-standard
+  literal ``NaN`` are *missing*; ``Infinity``, ``-Infinity`` and numbers beyond float64's
+  range (``1e400``) are *out of range*; anything else is of the *wrong type*;
+* a **categorical** value is a string, or a number or boolean written as one (``2`` and
+  ``"2"`` are one category); ``null`` is missing; anything else is of the wrong type;
+* a missing, out-of-range or wrong-typed value is counted per series (data quality) and
+  treated as missing: one odd field never drops a prediction. Feature keys the model does
+  not declare are counted as schema violations of the model;
+* invalid UTF-8, JSON nested deeper than about a thousand levels and any other malformed
+  JSON reject the record as ``bad_json``; an unexpected error while handling one record
+  rejects that record as ``internal_error`` (with the exception's type), never the batch.
+
+Well-formed records take one C-level pass (msgspec, typed per model); the rest take a
+lenient path that explains what is wrong.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Union
 
 import msgspec
@@ -27,6 +46,10 @@ import orjson
 from msgspec.structs import astuple
 
 from .config import PREDICTION, Config
+from .logs import Throttle
+from .timestamps import MAX_FUTURE_S, TimestampError, parse_ts
+
+log = logging.getLogger("driftline.decode")
 
 REJECT_REASONS = (
     "oversized",
@@ -37,9 +60,14 @@ REJECT_REASONS = (
     "missing_features",
     "unknown_model",
     "wrong_type",
+    "bad_timestamp",
     "missing_id",
     "missing_label",
+    "internal_error",
 )
+
+# What a series' value can be, besides usable: the data-quality counters of a series.
+QUALITY = ("missing", "wrong_type", "out_of_range")
 
 
 @dataclass(frozen=True)
@@ -51,12 +79,19 @@ class Rejected:
     detail: str
 
 
+def internal_error(index: int, exc: BaseException) -> Rejected:
+    """A record whose handling raised unexpectedly: rejected, with the exception's type."""
+    return Rejected(index, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
 @dataclass
 class ModelBatch:
     """The usable records of one model in one input batch, column by column.
 
     ``numeric`` is ``(n, n_numeric)`` float64 with NaN for missing; ``categorical`` holds
-    one list of canonical strings (None = missing) per categorical series.
+    one list of canonical strings (None = missing) per categorical series. The quality
+    arrays count, per series, the values of this batch that were missing, of the wrong
+    type or out of range.
     """
 
     model: str
@@ -68,8 +103,9 @@ class ModelBatch:
     categorical: list[list[str | None]] = field(default_factory=list)
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     wrong_type: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    out_of_range: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     schema_violations: int = 0
-    predictions: list[Any] = field(default_factory=list)  # raw, for the label join
+    predictions: list[Any] = field(default_factory=list)  # as sent, for the label join
 
     def __len__(self) -> int:
         return len(self.index)
@@ -87,7 +123,60 @@ class ModelBatch:
             categorical=[col[lo:hi] for col in self.categorical],
             missing=np.zeros_like(self.missing),
             wrong_type=np.zeros_like(self.wrong_type),
+            out_of_range=np.zeros_like(self.out_of_range),
         )
+
+
+# -- values --------------------------------------------------------------------------------
+_MISSING, _WRONG, _OUT = 0, 1, 2  # what a value that is not usable counts as
+
+
+def numeric_value(v: Any) -> float | int:
+    """A numeric series' value: a float, or a code (``_MISSING``, ``_WRONG``, ``_OUT``)
+    as an int when unusable.
+
+    >>> numeric_value(41), numeric_value(float("nan")), numeric_value(float("inf"))
+    (41.0, 0, 2)
+    >>> numeric_value(10**400), numeric_value("41"), numeric_value(True)
+    (2, 1, 1.0)
+    """
+    if v is None:
+        return _MISSING
+    if isinstance(v, float):
+        if v != v:
+            return _MISSING
+        return v if v - v == 0.0 else _OUT  # inf - inf is NaN
+    if isinstance(v, int):  # bool included: 1.0 / 0.0
+        try:
+            return float(v)
+        except OverflowError:
+            return _OUT
+    return _WRONG
+
+
+def category_value(v: Any) -> str | int:
+    """A categorical series' value as its canonical string, or a code when unusable.
+
+    >>> category_value(2), category_value("2"), category_value(2.0), category_value(True)
+    ('2', '2', '2', 'true')
+    >>> category_value(None), category_value([1]), category_value(float("inf"))
+    (0, 1, 2)
+    """
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return _MISSING
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v:
+            return _MISSING
+        if v - v != 0.0:
+            return _OUT
+        return str(int(v)) if v.is_integer() else repr(v)
+    return _WRONG
 
 
 class ModelSchema:
@@ -100,138 +189,132 @@ class ModelSchema:
         self.categorical = [n for n, s in specs.items() if s.type == "categorical"]
         self.series = self.numeric + self.categorical  # quality counters use this order
         self.features = set(config.models[model].features)
-        self._num_feats = [n for n in self.numeric if n != PREDICTION]
-        self._cat_feats = [n for n in self.categorical if n != PREDICTION]
-        self._pred_numeric = PREDICTION in self.numeric
-        self._pred_categorical = PREDICTION in self.categorical
+        self.num_features = [n for n in self.numeric if n != PREDICTION]
+        self.cat_features = [n for n in self.categorical if n != PREDICTION]
+        self.prediction_type = (
+            "numeric"
+            if PREDICTION in self.numeric
+            else "categorical"
+            if PREDICTION in self.categorical
+            else None
+        )
 
     def columns(self, records: list[dict[str, Any]]) -> ModelBatch:
         """Columns from already parsed records (``{"features": {...}, "prediction": ...}``)."""
         batch = ModelBatch(self.model)
-        rows: list[tuple[Any, ...]] = [()] * len(records)
-        slow = [(j, rec["features"]) for j, rec in enumerate(records)]
-        self.fill(batch, rows, slow, [rec.get(PREDICTION) for rec in records], len(self._num_feats))
+        counts = np.zeros((3, len(self.series)), dtype=np.int64)
+        rows = [self.row(rec["features"], counts)[0] for rec in records]
+        self.fill(batch, rows, [rec.get(PREDICTION) for rec in records], counts)
         return batch
+
+    def row(self, feats: dict[str, Any], counts: np.ndarray) -> tuple[tuple[Any, ...], bool]:
+        """One record's feature values as the typed path gives them (numeric features as
+        float or None, then categorical ones as canonical strings or None), checking each
+        value; unusable values are counted into ``counts[kind, series]``. Also whether the
+        record carries keys the model does not declare."""
+        vals: list[Any] = []
+        for k, name in enumerate(self.num_features):
+            v = numeric_value(feats.get(name))
+            if v.__class__ is int:
+                counts[v, k] += v != _MISSING  # missing ones are counted from the NaN
+                vals.append(None)
+            else:
+                vals.append(v)
+        base = len(self.numeric)
+        for k, name in enumerate(self.cat_features):
+            c = category_value(feats.get(name))
+            if c.__class__ is int:
+                counts[c, base + k] += c != _MISSING
+                vals.append(None)
+            else:
+                vals.append(c)
+        return tuple(vals), not feats.keys() <= self.features
 
     def fill(
         self,
         batch: ModelBatch,
         rows: list[tuple[Any, ...]],
-        slow: list[tuple[int, dict[str, Any]]],
         preds: list[Any],
-        n_num: int,
+        counts: np.ndarray,
+        violations: int = 0,
     ) -> None:
-        """Set ``batch``'s columns and quality counts. ``rows[j]`` holds record ``j``'s
-        feature values (numeric features, then categorical ones) except for the records in
-        ``slow``, whose feature objects did not fit the typed struct: those are checked
-        value by value here (a wrong type is counted and becomes missing)."""
-        n_series = len(self.series)
-        n_numeric = len(self.numeric)
-        wrong = np.zeros(n_series, dtype=np.int64)
-        missing = np.zeros(n_series, dtype=np.int64)
-        violations = 0
-        for j, feats in slow:
-            if not feats.keys() <= self.features:
-                violations += 1
-            vals: list[Any] = []
-            for k, name in enumerate(self._num_feats):
-                v = feats.get(name)
-                if v is None or isinstance(v, int | float):  # a bool counts as 0/1
-                    vals.append(None if v is None else float(v))
-                else:
-                    wrong[k] += 1
-                    vals.append(None)
-            # Categorical values go as they are: _canonical counts the odd ones.
-            vals += [feats.get(name) for name in self._cat_feats]
-            rows[j] = tuple(vals)
+        """Set ``batch``'s columns and quality counts from checked rows (see :meth:`row`;
+        the typed path gives numeric values as float or None and categorical ones as str,
+        a number or None) and the raw predictions; ``counts`` holds the wrong-type and
+        out-of-range counts found so far."""
         n = len(rows)
+        n_num = len(self.num_features)
         num = np.array([r[:n_num] for r in rows], dtype=np.float64).reshape(n, n_num)
-        if self._pred_numeric:
+        # What the label join gets: the prediction as sent when usable, else None.
+        clean = [p if p is None or _usable_prediction(p) else None for p in preds]
+        if self.prediction_type == "numeric":
             col = np.full(n, np.nan)
-            for j, v in enumerate(preds):
-                if isinstance(v, int | float):
-                    col[j] = v
-                elif v is not None:
-                    wrong[n_num] += 1
+            j = n_num
+            for i, p in enumerate(preds):
+                v = numeric_value(p)
+                if v.__class__ is int:
+                    counts[v, j] += v != _MISSING
+                    clean[i] = None
+                else:
+                    col[i] = v
             num = np.column_stack([num, col])
-        missing[:n_numeric] = np.isnan(num).sum(axis=0) - wrong[:n_numeric]
-        cats = [[r[n_num + k] for r in rows] for k in range(len(self._cat_feats))]
-        if self._pred_categorical:
-            cats.append(list(preds))
+        cats: list[list[str | None]] = []
+        base = len(self.numeric)
+        for k in range(len(self.cat_features)):
+            col_values: list[str | None] = []
+            for r in rows:
+                c = category_value(r[n_num + k])  # the typed path may give a float
+                if c.__class__ is int:
+                    counts[c, base + k] += c != _MISSING
+                    col_values.append(None)
+                else:
+                    col_values.append(c)  # type: ignore[arg-type]
+            cats.append(col_values)
+        if self.prediction_type == "categorical":
+            col_values = []
+            j = len(self.series) - 1
+            for i, p in enumerate(preds):
+                c = category_value(p)
+                if c.__class__ is int:
+                    counts[c, j] += c != _MISSING
+                    col_values.append(None)
+                    clean[i] = None
+                else:
+                    col_values.append(c)  # type: ignore[arg-type]
+            cats.append(col_values)
+        missing = np.zeros(len(self.series), dtype=np.int64)
+        missing[: len(self.numeric)] = np.isnan(num).sum(axis=0)
+        for k, col_values in enumerate(cats):
+            missing[base + k] = sum(v is None for v in col_values)
+        missing -= counts[_WRONG] + counts[_OUT]
         batch.numeric = num
-        batch.categorical = [
-            _canonical(col_values, missing, wrong, n_numeric + k)
-            for k, col_values in enumerate(cats)
-        ]
-        batch.missing, batch.wrong_type = missing, wrong
+        batch.categorical = cats
+        batch.missing = missing
+        batch.wrong_type = counts[_WRONG].copy()
+        batch.out_of_range = counts[_OUT].copy()
         batch.schema_violations = violations
+        batch.predictions = clean
 
 
-def _canonical(values: list[Any], missing: Any, wrong: Any, j: int) -> list[str | None]:
-    """Category values as strings: ``2`` and ``"2"`` are the same category."""
-    out: list[str | None] = []
-    for v in values:
-        if isinstance(v, str):
-            out.append(v)
-        elif v is None:
-            missing[j] += 1
-            out.append(None)
-        elif isinstance(v, bool):
-            out.append("true" if v else "false")
-        elif isinstance(v, int):
-            out.append(str(v))
-        elif isinstance(v, float) and math.isfinite(v):
-            out.append(str(int(v)) if v.is_integer() else repr(v))
-        else:
-            wrong[j] += 1
-            out.append(None)
-    return out
+def _usable_prediction(p: Any) -> bool:
+    if isinstance(p, float):
+        return p - p == 0.0  # finite
+    return isinstance(p, str | int)
 
 
-def parse_ts(value: Any) -> float:
-    """Epoch seconds from a number or an RFC 3339 string; NaN when absent.
-
-    >>> parse_ts("2025-11-26T12:00:00Z")
-    1764158400.0
-    >>> parse_ts(1.5), parse_ts(None)
-    (1.5, nan)
-    """
-    if value is None:
-        return math.nan
-    if isinstance(value, bool):
-        raise ValueError("ts must be a number or an RFC 3339 string")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        stamp = datetime.fromisoformat(value)
-        if stamp.tzinfo is None:
-            raise ValueError("ts needs a timezone (e.g. 'Z')")
-        return stamp.timestamp()
-    raise ValueError("ts must be a number or an RFC 3339 string")
-
-
+# -- the envelope ----------------------------------------------------------------------------
 class _Envelope(msgspec.Struct):
     """The record's outer object, validated in C; ``features`` stays raw bytes."""
 
     model: str
     features: msgspec.Raw
-    id: str | None = None
+    id: str | int | None = None
     ts: float | str | None = None
     prediction: float | str | None = None
     label: Any = None
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
-
-
-def _reject_reason(message: str) -> str:
-    if "required field `model`" in message or "got `null` - at `$.model`" in message:
-        return "missing_model"
-    if "required field `features`" in message:
-        return "missing_features"
-    if message.startswith("Expected `object`") and " - at " not in message:
-        return "not_an_object"
-    return "wrong_type"
 
 
 class _NoModel(msgspec.Struct, tag_field="model", tag="\x00never"):
@@ -241,14 +324,15 @@ class _NoModel(msgspec.Struct, tag_field="model", tag="\x00never"):
 class _FastFeatures:
     """A model's features as a typed struct: numbers for numeric features, strings or
     numbers for categorical ones, unknown keys refused. A record that does not fit takes the
-    per-value path instead (which counts what is wrong)."""
+    lenient path instead (which counts what is wrong)."""
 
     def __init__(self, schema: ModelSchema) -> None:
-        names = schema._num_feats + schema._cat_feats
-        n_num = len(schema._num_feats)
+        names = schema.num_features + schema.cat_features
+        n_num = len(schema.num_features)
         fields: list[tuple[str, Any, None]] = [(f"f{i}", float | None, None) for i in range(n_num)]
         fields += [
-            (f"f{n_num + i}", str | float | None, None) for i in range(len(schema._cat_feats))
+            (f"f{n_num + i}", str | int | float | None, None)
+            for i in range(len(schema.cat_features))
         ]
         struct = msgspec.defstruct(
             f"Features_{abs(hash(schema.model))}",
@@ -257,13 +341,12 @@ class _FastFeatures:
             forbid_unknown_fields=True,
         )
         self.decoder = msgspec.json.Decoder(struct)
-        self.n_num = len(schema._num_feats)
         # The whole event with typed features, tagged by its model: one C-level pass.
         self.event = msgspec.defstruct(
             f"Event_{abs(hash(schema.model))}",
             [
                 ("features", struct),
-                ("id", str | None, None),
+                ("id", str | int | None, None),
                 ("ts", float | str | None, None),
                 ("prediction", float | str | None, None),
                 ("label", Any, None),
@@ -273,11 +356,64 @@ class _FastFeatures:
         )
 
 
-class Decoder:
-    """Turns a batch of record values into per-model column batches and rejections."""
+@dataclass
+class _Parsed:
+    """One record's envelope after the lenient path."""
 
-    def __init__(self, config: Config) -> None:
+    model: str
+    id: str | None
+    ts: Any
+    prediction: Any
+    label: Any
+    row: tuple[Any, ...]
+    violation: bool
+    counts: np.ndarray | None = None  # unusable values found, by kind and series
+
+
+def _json(raw: bytes) -> Any:
+    """The lenient parse: Python's json, which takes NaN and Infinity literals and any
+    number (an overflowing one becomes inf). Raises _Bad."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise _Bad("bad_json", "JSON nested too deeply (about 1,000 levels at most)") from None
+    except UnicodeDecodeError as exc:
+        raise _Bad("bad_json", f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise _Bad("bad_json", f"not valid JSON: {exc}") from None
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+
+
+def _check_id(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _Bad("wrong_type", f"'id' must be a string or an integer, got {type(value).__name__}")
+
+
+class Decoder:
+    """Turns a batch of record values into per-model column batches and rejections.
+
+    ``clock`` and ``max_future_s`` bound event times (see :mod:`monitor.timestamps`);
+    ``record_ts`` passed to :meth:`decode` is the event time of records without ``ts``
+    (the Kafka record timestamps, in seconds; NaN where none).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_future_s: float | None = MAX_FUTURE_S,
+    ) -> None:
         self.max_bytes = config.kafka.max_record_bytes
+        self.clock = clock
+        self.max_future_s = max_future_s
         self.schemas = {name: ModelSchema(config, name) for name in config.models}
         self._fast = {name: _FastFeatures(s) for name, s in self.schemas.items()}
         # A union needs the tag (a lone tagged struct would take records without one), so a
@@ -285,98 +421,163 @@ class Decoder:
         events = (*(f.event for f in self._fast.values()), _NoModel)
         self._model_of = {f.event: name for name, f in self._fast.items()}
         self._events = msgspec.json.Decoder(Union[events])  # noqa: UP007 - a runtime tuple
+        self._throttle = Throttle(log, period_s=30.0)
 
     def decode(
-        self, values: Sequence[bytes | None]
+        self, values: Sequence[bytes | None], record_ts: Sequence[float] | None = None
     ) -> tuple[dict[str, ModelBatch], list[Rejected]]:
         pending: dict[str, _Pending] = {}
         rejected: list[Rejected] = []
         max_bytes = self.max_bytes
+        now = self.clock()
+        horizon = math.inf if self.max_future_s is None else now + self.max_future_s
+        fast_ts_below = min(1e11, horizon)
+        events, model_of = self._events, self._model_of
         for i, raw in enumerate(values):
-            if not raw:
-                rejected.append(Rejected(i, "empty", "the record has no value"))
-                continue
-            if len(raw) > max_bytes:
-                rejected.append(
-                    Rejected(i, "oversized", f"{len(raw)} bytes > max_record_bytes {max_bytes}")
-                )
-                continue
-            try:  # the common case: the whole event fits its model's typed struct
-                ev = self._events.decode(raw)
-                model, rec, row, feats = self._model_of[type(ev)], ev, astuple(ev.features), None
-            except msgspec.DecodeError:
-                outcome = self._fallback(i, raw)
-                if isinstance(outcome, Rejected):
-                    rejected.append(outcome)
+            try:
+                if not raw:
+                    rejected.append(Rejected(i, "empty", "the record has no value"))
                     continue
-                model, rec, row, feats = outcome
-            ts = rec.ts
-            if ts.__class__ is not float:
-                try:
-                    ts = parse_ts(ts)
-                except ValueError as exc:
-                    rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
+                if len(raw) > max_bytes:
+                    rejected.append(
+                        Rejected(i, "oversized", f"{len(raw)} bytes > max_record_bytes {max_bytes}")
+                    )
                     continue
-            p = pending.get(model)
-            if p is None:
-                p = pending[model] = _Pending(model)
-            p.add(i, rec, ts, row, feats)
+                try:  # the common case: the whole event fits its model's typed struct
+                    ev = events.decode(raw)
+                    model = model_of[type(ev)]
+                    rid, ts, row, violation = ev.id, ev.ts, astuple(ev.features), False
+                    pred, label, counts = ev.prediction, ev.label, None
+                    if rid.__class__ is int:
+                        rid = str(rid)
+                except (msgspec.DecodeError, RecursionError):
+                    parsed = self._lenient(raw)
+                    model, rid, ts, row = parsed.model, parsed.id, parsed.ts, parsed.row
+                    pred, label, violation = parsed.prediction, parsed.label, parsed.violation
+                    counts = parsed.counts
+                if ts.__class__ is float and 0.0 <= ts < fast_ts_below:
+                    pass  # seconds, plausible: the common case
+                elif ts is None:
+                    ts = math.nan if record_ts is None else record_ts[i]
+                else:
+                    ts = parse_ts(ts, now=now, max_future_s=self.max_future_s)
+                p = pending.get(model)
+                if p is None:
+                    p = pending[model] = _Pending(model, len(self.schemas[model].series))
+                p.add(i, rid, ts, pred, label, row, violation, counts)
+            except _Bad as bad:
+                rejected.append(Rejected(i, bad.reason, bad.detail))
+            except TimestampError as exc:
+                rejected.append(Rejected(i, "bad_timestamp", f"'ts': {exc}"))
+            except Exception as exc:  # a bug: reject this record, never the batch
+                rejected.append(internal_error(i, exc))
+                self._throttle.exception("internal error decoding record %d: %r", i, exc)
         out: dict[str, ModelBatch] = {}
         for model, p in pending.items():
-            self.schemas[model].fill(p.batch, p.rows, p.slow, p.preds, self._fast[model].n_num)
-            p.batch.predictions = p.preds
-            out[model] = p.batch
+            try:
+                self.schemas[model].fill(p.batch, p.rows, p.preds, p.counts, p.violations)
+                out[model] = p.batch
+            except Exception as exc:  # a bug: these records are rejected, nothing else
+                self._throttle.exception("internal error building model %s's batch", model)
+                rejected.extend(internal_error(i, exc) for i in p.batch.index)
+                rejected.sort(key=lambda r: r.index)
         return out, rejected
 
-    def _fallback(
-        self, i: int, raw: bytes
-    ) -> Rejected | tuple[str, Any, tuple[Any, ...], dict[str, Any] | None]:
-        """A record that does not fit the typed union: why it is rejected, or its features
-        as a plain object for the per-value path."""
+    def _lenient(self, raw: bytes) -> _Parsed:
+        """A record that does not fit the typed union: its parts, checked one by one, or
+        _Bad saying why it is rejected."""
         try:
             env = _ENVELOPE.decode(raw)
-        except msgspec.ValidationError as exc:
-            return Rejected(i, _reject_reason(str(exc)), str(exc))
-        except msgspec.DecodeError as exc:
-            return Rejected(i, "bad_json", str(exc))
-        fast = self._fast.get(env.model)
-        if fast is None:
-            return Rejected(i, "unknown_model", f"model {env.model!r} is not configured")
+        except (msgspec.DecodeError, RecursionError):
+            return self._from_document(_json(raw))
+        schema = self.schemas.get(env.model)
+        if schema is None:
+            raise _Bad("unknown_model", f"model {env.model[:200]!r} is not configured")
+        fast = self._fast[env.model]
         try:
-            return env.model, env, astuple(fast.decoder.decode(env.features)), None
-        except msgspec.DecodeError:
-            feats = orjson.loads(bytes(env.features))  # valid JSON: msgspec parsed it
+            row = astuple(fast.decoder.decode(env.features))
+            return _Parsed(
+                env.model, _check_id(env.id), env.ts, env.prediction, env.label, row, False
+            )
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        try:
+            feats = orjson.loads(bytes(env.features))
+        except orjson.JSONDecodeError:
+            feats = _json(bytes(env.features))
+        return self._checked(env.model, _check_id(env.id), env.ts, env.prediction, env.label, feats)
+
+    def _from_document(self, doc: Any) -> _Parsed:
+        if not isinstance(doc, dict):
+            raise _Bad("not_an_object", f"the record is a JSON {type(doc).__name__}, not an object")
+        model = doc.get("model")
+        if model is None:
+            raise _Bad("missing_model", "the record has no 'model'")
+        if not isinstance(model, str):
+            raise _Bad("wrong_type", f"'model' must be a string, got {type(model).__name__}")
+        if model not in self.schemas:
+            raise _Bad("unknown_model", f"model {model[:200]!r} is not configured")
+        if "features" not in doc or doc["features"] is None:
+            raise _Bad("missing_features", "the record has no 'features'")
+        return self._checked(
+            model,
+            _check_id(doc.get("id")),
+            doc.get("ts"),
+            doc.get("prediction"),
+            doc.get("label"),
+            doc["features"],
+        )
+
+    def _checked(
+        self, model: str, rid: str | None, ts: Any, pred: Any, label: Any, feats: Any
+    ) -> _Parsed:
         if not isinstance(feats, dict):
-            return Rejected(i, "wrong_type", "'features' must be an object")
-        return env.model, env, (), feats
+            raise _Bad("wrong_type", f"'features' must be an object, got {type(feats).__name__}")
+        if isinstance(ts, float) and ts != ts:
+            raise _Bad("bad_timestamp", "'ts' is NaN")
+        schema = self.schemas[model]
+        counts = np.zeros((3, len(schema.series)), dtype=np.int64)
+        row, violation = schema.row(feats, counts)
+        return _Parsed(model, rid, ts, pred, label, row, violation, counts)
 
 
 class _Pending:
     """The accepted records of one model in the batch being decoded."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, n_series: int) -> None:
         self.batch = ModelBatch(model)
         self.rows: list[tuple[Any, ...]] = []
-        self.slow: list[tuple[int, dict[str, Any]]] = []
         self.preds: list[Any] = []
+        self.counts = np.zeros((3, n_series), dtype=np.int64)
+        self.violations = 0
 
     def add(
-        self, i: int, rec: Any, ts: float, row: tuple[Any, ...], feats: dict[str, Any] | None
+        self,
+        i: int,
+        rid: str | None,
+        ts: float,
+        pred: Any,
+        label: Any,
+        row: tuple[Any, ...],
+        violation: bool,
+        counts: np.ndarray | None,
     ) -> None:
-        if feats is not None:  # checked value by value in ModelSchema.fill
-            self.slow.append((len(self.rows), feats))
+        if counts is not None:
+            self.counts += counts
+        self.violations += violation
         self.rows.append(row)
-        self.preds.append(rec.prediction)
+        self.preds.append(pred)
         b = self.batch
         b.index.append(i)
-        b.ids.append(rec.id)
+        b.ids.append(rid)
         b.ts.append(ts)
-        b.labels.append(rec.label)
+        b.labels.append(label)
 
 
+# -- labels ------------------------------------------------------------------------------------
 class _LabelRecord(msgspec.Struct):
     model: str
-    id: str
+    id: str | int
     label: Any
     ts: float | str | None = None
 
@@ -393,44 +594,66 @@ class LabelEvent:
 
 
 def decode_labels(
-    values: Sequence[bytes | None], models: Any, max_bytes: int
+    values: Sequence[bytes | None],
+    models: Any,
+    max_bytes: int,
+    *,
+    record_ts: Sequence[float] | None = None,
+    now: float | None = None,
+    max_future_s: float | None = MAX_FUTURE_S,
 ) -> tuple[list[LabelEvent], list[Rejected]]:
     """Label records ``{"model", "id", "label", "ts"}``; rejections as for predictions."""
     out: list[LabelEvent] = []
     rejected: list[Rejected] = []
+    clock = time.time() if now is None else now
     for i, raw in enumerate(values):
-        if not raw:
-            rejected.append(Rejected(i, "empty", "the record has no value"))
-            continue
-        if len(raw) > max_bytes:
-            rejected.append(Rejected(i, "oversized", f"{len(raw)} bytes > max_record_bytes"))
-            continue
         try:
-            rec = _LABEL.decode(raw)
-        except msgspec.ValidationError as exc:
-            msg = str(exc)
-            reason = (
-                "missing_id"
-                if "`id`" in msg
-                else "missing_label"
-                if "`label`" in msg
-                else _reject_reason(msg)
-            )
-            rejected.append(Rejected(i, reason, msg))
-            continue
-        except msgspec.DecodeError as exc:
-            rejected.append(Rejected(i, "bad_json", str(exc)))
-            continue
-        if rec.model not in models:
-            rejected.append(Rejected(i, "unknown_model", f"model {rec.model!r} is not configured"))
-            continue
-        if rec.label is None:
-            rejected.append(Rejected(i, "missing_label", "'label' is null"))
-            continue
-        try:
-            ts = parse_ts(rec.ts)
-        except ValueError as exc:
-            rejected.append(Rejected(i, "wrong_type", f"'ts': {exc}"))
-            continue
-        out.append(LabelEvent(rec.model, rec.id, rec.label, ts))
+            if not raw:
+                rejected.append(Rejected(i, "empty", "the record has no value"))
+                continue
+            if len(raw) > max_bytes:
+                rejected.append(Rejected(i, "oversized", f"{len(raw)} bytes > max_record_bytes"))
+                continue
+            try:
+                rec = _LABEL.decode(raw)
+                model, rid, label, ts = rec.model, rec.id, rec.label, rec.ts
+            except (msgspec.DecodeError, RecursionError):
+                model, rid, label, ts = _label_document(_json(raw))
+            if model not in models:
+                rejected.append(
+                    Rejected(i, "unknown_model", f"model {str(model)[:200]!r} is not configured")
+                )
+                continue
+            label_id = _check_id(rid)
+            if label_id is None:
+                rejected.append(Rejected(i, "missing_id", "the label has no 'id'"))
+                continue
+            if label is None:
+                rejected.append(Rejected(i, "missing_label", "'label' is null"))
+                continue
+            if ts is None:
+                seconds = math.nan if record_ts is None else record_ts[i]
+            else:
+                seconds = parse_ts(ts, now=clock, max_future_s=max_future_s)
+            out.append(LabelEvent(model, label_id, label, seconds))
+        except _Bad as bad:
+            rejected.append(Rejected(i, bad.reason, bad.detail))
+        except TimestampError as exc:
+            rejected.append(Rejected(i, "bad_timestamp", f"'ts': {exc}"))
+        except Exception as exc:  # a bug: reject this record, never the batch
+            rejected.append(internal_error(i, exc))
+            log.exception("internal error decoding label record %d", i)
     return out, rejected
+
+
+def _label_document(doc: Any) -> tuple[Any, Any, Any, Any]:
+    if not isinstance(doc, dict):
+        raise _Bad("not_an_object", f"the label is a JSON {type(doc).__name__}, not an object")
+    model = doc.get("model")
+    if model is None:
+        raise _Bad("missing_model", "the label has no 'model'")
+    if not isinstance(model, str):
+        raise _Bad("wrong_type", f"'model' must be a string, got {type(model).__name__}")
+    if "label" not in doc:
+        raise _Bad("missing_label", "the label record has no 'label'")
+    return model, doc.get("id"), doc.get("label"), doc.get("ts")

@@ -59,6 +59,7 @@ def status_document(d: Daemon) -> dict[str, Any]:
                 "type": kind,
                 "missing": int(mon.missing[j]),
                 "wrong_type": int(mon.wrong_type[j]),
+                "out_of_range": int(mon.out_of_range[j]),
                 "detectors": {},
             }
         if mon.bank is not None:

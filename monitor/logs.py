@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 
 class RateLimit(logging.Filter):
@@ -44,6 +46,57 @@ class RateLimit(logging.Filter):
             )
         self._last[key] = (now, 0)
         return True
+
+
+class Throttle:
+    """A logger's lines, at most one per message template every ``period_s`` seconds; the
+    next one that passes says how many were held back. For what a hostile stream can make
+    happen thousands of times a second (rejected records, internal errors).
+
+    >>> t = Throttle(logging.getLogger("doc"), period_s=10, clock=iter([0, 1, 2, 11]).__next__)
+    >>> [t.warning("bad record %d", i) for i in range(4)]
+    [True, False, False, True]
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        period_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_templates: int = 1000,
+    ) -> None:
+        self.logger = logger
+        self.period_s = period_s
+        self.clock = clock
+        self.max_templates = max_templates
+        self._last: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """Log unless a line of this template went out less than ``period_s`` ago; returns
+        whether it was logged."""
+        with self._lock:
+            now = self.clock()
+            last = self._last.get(msg)
+            if last is not None and now - last[0] < self.period_s:
+                self._last[msg] = (last[0], last[1] + 1)
+                return False
+            if len(self._last) >= self.max_templates:
+                self._last.clear()
+            self._last[msg] = (now, 0)
+        if last is not None and last[1]:
+            msg = f"{msg} ({last[1]} more like this in the last {now - last[0]:.0f} s)"
+        self.logger.log(level, msg, *args, exc_info=exc_info)
+        return True
+
+    def warning(self, msg: str, *args: object) -> bool:
+        return self.log(logging.WARNING, msg, *args)
+
+    def error(self, msg: str, *args: object) -> bool:
+        return self.log(logging.ERROR, msg, *args)
+
+    def exception(self, msg: str, *args: object) -> bool:
+        return self.log(logging.ERROR, msg, *args, exc_info=True)
 
 
 def configure(level: str) -> None:

@@ -59,6 +59,11 @@ class DriftlineCollector(Collector):
             "Values of the wrong type per series (treated as missing).",
             labels=["model", "feature"],
         )
+        out_of_range = CounterMetricFamily(
+            "driftline_feature_out_of_range",
+            "Values beyond float64 (Infinity, 1e400) per series (treated as missing).",
+            labels=["model", "feature"],
+        )
         unseen = CounterMetricFamily(
             "driftline_feature_unseen_category",
             "Categorical values absent from the reference, per series.",
@@ -92,6 +97,7 @@ class DriftlineCollector(Collector):
             for j, name in enumerate(mon.schema.series):
                 missing.add_metric([model, name], int(mon.missing[j]))
                 wrong.add_metric([model, name], int(mon.wrong_type[j]))
+                out_of_range.add_metric([model, name], int(mon.out_of_range[j]))
             bank = mon.bank
             if bank is not None:
                 for j, name in enumerate(mon.schema.categorical):
@@ -113,6 +119,7 @@ class DriftlineCollector(Collector):
             schema,
             missing,
             wrong,
+            out_of_range,
             unseen,
             score,
             threshold,

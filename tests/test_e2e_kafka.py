@@ -112,7 +112,7 @@ def test_garbage_is_dead_lettered_counted_and_consumption_goes_on(
         b'{"features": {"salary": 1}}': "missing_model",
         b'{"model": "nobody", "features": {}}': "unknown_model",
         b'{"model": "credit-v1"}': "missing_features",
-        b'{"model": "credit-v1", "features": {}, "ts": "never"}': "wrong_type",
+        b'{"model": "credit-v1", "features": {}, "ts": "never"}': "bad_timestamp",
         b"{" + b" " * 50_000 + b"}": "oversized",
     }
     values = good[:1500] + list(garbage) + good[1500:]
