@@ -254,7 +254,9 @@ class Pipeline:
                     got.append((pred, label, ts, x))  # labelled at once
                 elif buffered and pid is not None and pred is not None:
                     # Waiting for its label: keep a copy, not a view into the whole batch.
-                    join.expect(pid, pred, ts, None if x is None else (x[0].copy(), x[1]))
+                    early = join.expect(pid, pred, ts, None if x is None else (x[0].copy(), x[1]))
+                    if early is not None:  # its label came first
+                        got.append((pred, early.label, early.ts, x))
         for lab in labels:
             found = self.joins[lab.model].label(lab.id, lab.label, lab.ts)
             if found is not None:

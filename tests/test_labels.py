@@ -11,9 +11,10 @@ import pytest
 from river.datasets import synth
 
 from monitor.config import parse_config
-from monitor.labels import LabelJoin, Performance, change_point, infer_task
+from monitor.labels import JoinCounts, LabelJoin, Performance, change_point, infer_task
 from monitor.pipeline import Pipeline
 
+from .streams import random_cuts
 from .test_policy import RecordingSink
 
 
@@ -163,3 +164,69 @@ def test_concept_drift_alert_from_inline_or_delayed_labels(inline: bool) -> None
     assert pipe.performance["sea"].n == 10000
     assert (join.joined, join.orphan) == ((0, 0) if inline else (10000, 0))
     assert all(a.feature is None for a in concept)
+
+
+def test_labels_that_arrive_before_their_predictions_wait_and_join() -> None:
+    j = LabelJoin(max_pending=100, max_age_s=60.0)
+    for k in range(50):  # the labels partition was read first
+        assert j.label(f"p{k}", k % 2, ts=100.0 + k) is None
+    joined = [j.expect(f"p{k}", 0.5, ts=50.0 + k) for k in range(50)]
+    assert [e.label for e in joined if e is not None] == [k % 2 for k in range(50)]
+    assert (j.counts.joined, j.counts.expired, j.counts.orphan) == (50, 0, 0)
+    assert not j.pending and not j.early
+
+
+def test_early_labels_whose_prediction_never_comes_expire_as_orphans() -> None:
+    j = LabelJoin(max_pending=3, max_age_s=60.0)
+    for k in range(5):  # two are pushed out by count
+        j.label(f"x{k}", 1, ts=float(k))
+    assert j.counts.orphan == 2
+    j.expect("other", 0.5, ts=100.0)  # event time moves on: the rest age out
+    assert j.counts.orphan == 5 and not j.early
+
+
+def test_the_join_state_round_trips_as_plain_data() -> None:
+    j = LabelJoin(max_pending=10, max_age_s=60.0)
+    j.expect("a", 0.4, ts=1.0)
+    j.label("b", 1, ts=2.0)
+    k = LabelJoin(max_pending=10, max_age_s=60.0)
+    k.load_state(j.export_state())
+    assert k.label("a", 0, ts=3.0) is not None and k.expect("b", 0.9, ts=3.0) is not None
+    assert k.counts == JoinCounts(joined=2, expired=0, orphan=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_concept_drifts_are_the_same_at_any_batch_size(seed: int) -> None:
+    """One batch of 12,000 pairs (more than the 4,000 errors kept for the estimate), pairs
+    one by one in random runs, and restored mid-way: the same drifts, field for field."""
+    pairs = sea_pairs(6000, 6000)
+    whole = Performance().add(pairs)
+    assert whole and whole[0].error_before < whole[0].error_after
+    rng = np.random.default_rng(seed)
+    perf, got, restored = Performance(), [], False
+    for lo, hi in random_cuts(rng, len(pairs), max_cuts=40):
+        if lo >= 3000 and not restored:  # continue from plain data part way
+            perf, restored = Performance(), perf.export_state()
+            perf.load_state(restored)
+        got += perf.add(pairs[lo:hi])
+    assert restored and got == whole
+
+
+def test_one_absurd_regression_error_does_not_blind_concept_drift() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=12000)
+    yhat = y + rng.normal(0, 0.1, size=12000)
+    yhat[3000] = 1e200  # one absurd prediction
+    yhat[8000:] += 0.6  # the model goes wrong
+    perf = Performance(task="regression")
+    drifts = []
+    for lo in range(0, 12000, 500):
+        drifts += perf.add(
+            [
+                (float(a), float(b), 0.0)
+                for a, b in zip(yhat[lo : lo + 500], y[lo : lo + 500], strict=True)
+            ]
+        )
+    assert perf.fence is not None and perf.fence < 10
+    assert [d for d in drifts if 8000 <= d.index < 8600], drifts
+    assert all(d.index >= 8000 for d in drifts)
