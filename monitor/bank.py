@@ -92,6 +92,24 @@ def _numeric_detector(name: str, params: Any, reference: np.ndarray) -> Detector
     )
 
 
+def fences(reference: np.ndarray, fence_iqr: float | None) -> tuple[float, float]:
+    """The outlier fences of one numeric series: its reference's 1st and 99th percentiles
+    widened by ``fence_iqr`` interquartile ranges (the 1-99 range, or the median's size,
+    when the IQR is 0). No fences (infinite) when ``fence_iqr`` is None.
+
+    >>> fences(np.arange(101.0), 10.0)
+    (-499.0, 599.0)
+    """
+    ok = reference[~np.isnan(reference)]
+    if fence_iqr is None or ok.size == 0:
+        return -np.inf, np.inf
+    p1, p25, p50, p75, p99 = np.percentile(ok, [1, 25, 50, 75, 99])
+    scale = p75 - p25
+    if not scale > 0:
+        scale = p99 - p1 if p99 > p1 else max(abs(p50), 1.0)
+    return float(p1 - fence_iqr * scale), float(p99 + fence_iqr * scale)
+
+
 def summarize_numeric(values: np.ndarray) -> dict[str, float | int] | None:
     ok = values[~np.isnan(values)]
     if ok.size == 0:
@@ -169,6 +187,13 @@ class DetectorBank:
                 n_categories=max(1, len(vocab)),
             )
             self.groups.append(_Group("categorical", np.array([j]), [name], cat, vocab))
+        bounds = [
+            fences(reference.numeric[:, j], config.params_for(model, n).outliers.fence_iqr)
+            for j, n in enumerate(schema.numeric)
+        ]
+        self.fence_lo = np.array([lo for lo, _ in bounds], dtype=np.float64)
+        self.fence_hi = np.array([hi for _, hi in bounds], dtype=np.float64)
+        self.outliers = np.zeros(len(schema.numeric), dtype=np.int64)
         self.ref_summary: dict[str, Any] = {}
         for j, n in enumerate(schema.numeric):
             self.ref_summary[n] = summarize_numeric(reference.numeric[:, j])
@@ -205,9 +230,16 @@ class DetectorBank:
         detections: list[Detection] = []
         ts = batch.ts
         cat_codes = np.full((len(batch), len(self.schema.categorical)), np.nan)
+        numeric = batch.numeric
+        with np.errstate(invalid="ignore"):  # NaN compares False: missing is no outlier
+            out = (numeric < self.fence_lo) | (numeric > self.fence_hi)
+        self.outliers += out.sum(axis=0)
+        clipped = np.clip(numeric, self.fence_lo, self.fence_hi) if out.any() else numeric
         for g in self.groups:
             if g.vocab is None:
-                X = batch.numeric[:, g.columns]
+                # ADWIN averages values: it sees outliers at the fence; the rank-based
+                # tests see every value as it is.
+                X = (clipped if g.detector == "adwin" else numeric)[:, g.columns]
             else:
                 j = int(g.columns[0])
                 X = self._codes(batch.categorical[j], g.vocab)
@@ -307,6 +339,7 @@ class ModelMonitor:
             state["bank"] = {
                 "detectors": [_without_reference(g.det.export_state()) for g in bank.groups],
                 "unseen": bank.unseen.copy(),
+                "outliers": bank.outliers.copy(),
                 "recent": (bank._recent_num.copy(), bank._recent_cat.copy(), bank._recent_pos),
                 "status": {
                     k: (st.score, st.threshold, st.drifting, st.window_size, st.reference_size)
@@ -344,6 +377,7 @@ class ModelMonitor:
                 }
             group.det = type(group.det).from_state(det_state)
         bank.unseen[...] = saved["unseen"]
+        bank.outliers[...] = saved["outliers"]
         bank._recent_num[...], bank._recent_cat[...], bank._recent_pos = saved["recent"]
         for key, (score, threshold, drifting, window, ref) in saved["status"].items():
             st = bank.status[key]

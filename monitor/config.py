@@ -71,6 +71,16 @@ class ADWINParams(Strict):
     grace_period: int = Field(10, ge=0)
 
 
+class OutlierParams(Strict):
+    """Values far outside a numeric series' reference: beyond its 1st and 99th percentiles
+    by more than ``fence_iqr`` interquartile ranges. They are counted (data quality,
+    ``outliers``) and ADWIN sees them clipped to the fence, so that one absurd value
+    (1e200) cannot widen its bound for the rest of the stream; KS and PSI, which only rank
+    values, see them as they are. ``fence_iqr: null`` turns both off."""
+
+    fence_iqr: float | None = Field(10.0, gt=0)
+
+
 class CategoricalParams(Strict):
     window: int = Field(1000, ge=10)
     stride: int | None = Field(None, ge=1)
@@ -91,13 +101,14 @@ class DetectorParams(Strict):
     ks: KSParams = KSParams()
     adwin: ADWINParams = ADWINParams()
     categorical: CategoricalParams = CategoricalParams()
+    outliers: OutlierParams = OutlierParams()
 
     def merged(self, override: DetectorParams | None) -> DetectorParams:
         """These parameters with every key set in ``override`` replaced."""
         if override is None:
             return self
         parts: dict[str, Any] = {}
-        for name in ("psi", "ks", "adwin", "categorical"):
+        for name in ("psi", "ks", "adwin", "categorical", "outliers"):
             base: BaseModel = getattr(self, name)
             if name in override.model_fields_set:
                 over: BaseModel = getattr(override, name)

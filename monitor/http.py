@@ -65,6 +65,8 @@ def status_document(d: Daemon) -> dict[str, Any]:
         if mon.bank is not None:
             for j, name in enumerate(mon.schema.categorical):
                 series[name]["unseen"] = int(mon.bank.unseen[j])
+            for j, name in enumerate(mon.schema.numeric):
+                series[name]["outliers"] = int(mon.bank.outliers[j])
             for name, why in mon.bank.skipped.items():
                 series[name]["not_monitored"] = why
             for (feature, det), st in mon.bank.status.items():

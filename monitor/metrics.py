@@ -64,6 +64,11 @@ class DriftlineCollector(Collector):
             "Values beyond float64 (Infinity, 1e400) per series (treated as missing).",
             labels=["model", "feature"],
         )
+        outliers = CounterMetricFamily(
+            "driftline_feature_outliers",
+            "Values beyond the series' reference fences (ADWIN sees them clipped).",
+            labels=["model", "feature"],
+        )
         unseen = CounterMetricFamily(
             "driftline_feature_unseen_category",
             "Categorical values absent from the reference, per series.",
@@ -102,6 +107,8 @@ class DriftlineCollector(Collector):
             if bank is not None:
                 for j, name in enumerate(mon.schema.categorical):
                     unseen.add_metric([model, name], int(bank.unseen[j]))
+                for j, name in enumerate(mon.schema.numeric):
+                    outliers.add_metric([model, name], int(bank.outliers[j]))
                 for (feature, det), st in bank.status.items():
                     labels = [model, feature, det]
                     if math.isfinite(st.score):
@@ -120,6 +127,7 @@ class DriftlineCollector(Collector):
             missing,
             wrong,
             out_of_range,
+            outliers,
             unseen,
             score,
             threshold,
