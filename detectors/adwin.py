@@ -214,6 +214,7 @@ class ADWIN:
             drifting=self._istate[:, k.I_PENDING] == 1,
             extra={"mean": self.mean, "variance": self.variance},
             detection_scores=scores,
+            detection_windows=self.detection_widths,
         )
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:
@@ -230,8 +231,9 @@ class ADWIN:
             self._fstate[s, k.F_SCORE] = np.nan
             self._istate[s] = 0
 
-    def export_state(self) -> State:
-        """Plain arrays and numbers; ``ADWIN.from_state`` rebuilds an identical detector."""
+    def export_state(self, *, include_reference: bool = True) -> State:
+        """Plain arrays and numbers; ``ADWIN.from_state`` rebuilds an identical detector
+        (ADWIN has no reference: ``include_reference`` changes nothing)."""
         state = state_header("adwin", self.params)
         if self._n_series is not None:
             used = int(self._levels.max()) if self._n_series else 1
@@ -247,7 +249,7 @@ class ADWIN:
         return state
 
     @classmethod
-    def from_state(cls, state: State) -> Self:
+    def from_state(cls, state: State, reference: npt.ArrayLike | None = None) -> Self:
         params = check_state(state, "adwin")
         det = cls(**params)
         if params["n_series"] is not None:

@@ -50,6 +50,15 @@ class DriftResult:
     detection_scores
         One float array per series, parallel to ``detections``: the score at each detecting
         check (the statistic that crossed the threshold, not the batch's last).
+    detection_p_values
+        Parallel to ``detections``: the p-value at each detecting check (NaN where the
+        detector has none), computed when first read.
+    detection_windows
+        Parallel to ``detections``: the window size at each detecting check (for ADWIN the
+        width left after the cut: the values it places after the change).
+
+    Everything about a detection is the detecting check's, so it is the same however the
+    stream is cut into batches.
     """
 
     detections: tuple[IntArray, ...]
@@ -62,10 +71,21 @@ class DriftResult:
     drifting: BoolArray
     extra: dict[str, FloatArray] = field(default_factory=dict)
     detection_scores: tuple[FloatArray, ...] = ()
+    detection_p_value_source: (
+        tuple[FloatArray, ...] | Callable[[], tuple[FloatArray, ...]] | None
+    ) = None
+    detection_windows: tuple[IntArray, ...] = ()
 
     @cached_property
     def p_value(self) -> FloatArray:
         src = self.p_value_source
+        return src() if callable(src) else src
+
+    @cached_property
+    def detection_p_values(self) -> tuple[FloatArray, ...]:
+        src = self.detection_p_value_source
+        if src is None:
+            return tuple(np.full(len(d), np.nan) for d in self.detections)
         return src() if callable(src) else src
 
     @property
@@ -89,10 +109,12 @@ class Detector(Protocol):
 
     def reset(self, series: int | Sequence[int] | None = None) -> None: ...
 
-    def export_state(self) -> State: ...
+    def export_state(self, *, include_reference: bool = True) -> State:
+        """Plain arrays and numbers. ``include_reference=False`` leaves out what can be
+        rebuilt from the reference the detector was made from (pass it to ``from_state``)."""
 
     @classmethod
-    def from_state(cls, state: State) -> Self: ...
+    def from_state(cls, state: State, reference: npt.ArrayLike | None = None) -> Self: ...
 
 
 def as_batch(X: npt.ArrayLike, n_series: int | None = None, name: str = "X") -> FloatArray:

@@ -163,6 +163,8 @@ class CategoricalDrift:
             drifting=p_value <= self.alpha,
             extra={"psi": psi.copy(), "unseen_share": unseen},
             detection_scores=values_where(stats, hit),
+            detection_p_value_source=values_where(p, hit),
+            detection_windows=tuple(np.full(len(d), self.window) for d in detections),
         )
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:
@@ -171,7 +173,8 @@ class CategoricalDrift:
         self._win.reset(idx)
         self._last[idx] = np.nan
 
-    def export_state(self) -> State:
+    def export_state(self, *, include_reference: bool = True) -> State:
+        """The reference's counts are small and always included."""
         state = state_header("categorical", self.params)
         state.update(
             ref_counts=self._ref_counts.copy(), last=self._last.copy(), **self._win.export()
@@ -179,7 +182,7 @@ class CategoricalDrift:
         return state
 
     @classmethod
-    def from_state(cls, state: State) -> Self:
+    def from_state(cls, state: State, reference: npt.ArrayLike | None = None) -> Self:
         params = check_state(state, "categorical")
         det = blank(cls, params)
         det._setup(np.array(state["ref_counts"], dtype=np.int64))

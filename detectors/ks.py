@@ -183,9 +183,17 @@ class KS:
             score[m] = null.statistic(self._d_raw[m])
             drifting[m] = null.reject(self._d_raw[m])
         d_raw = self._d_raw.copy()
+        hit = reject & checked
+        hit_raw = values_where(stats, hit)
+        detections = rows_where(rows, hit)
         return DriftResult(
-            detections=rows_where(rows, reject & checked),
-            detection_scores=values_where(snapped, reject & checked),
+            detections=detections,
+            detection_scores=values_where(snapped, hit),
+            detection_p_value_source=lambda: tuple(
+                np.array([self._nulls[s].p_value(float(d)) for d in hit_raw[s]])
+                for s in range(n_series)
+            ),
+            detection_windows=tuple(np.full(len(d), self.window) for d in detections),
             score=score,
             p_value_source=lambda: self._p_values(d_raw),
             threshold=self._threshold.copy(),
@@ -211,11 +219,13 @@ class KS:
         self._n_seen[idx] = 0
         self._d_raw[idx] = np.nan
 
-    def export_state(self) -> State:
+    def export_state(self, *, include_reference: bool = True) -> State:
+        """With ``include_reference=False`` the sorted reference (most of the state) is left
+        out: ``from_state(state, reference=...)`` rebuilds it from the reference array."""
         state = state_header("ks", self.params)
+        if include_reference:
+            state.update(reference=self._ref.copy(), n_ref=self._n_ref.copy())
         state.update(
-            reference=self._ref.copy(),
-            n_ref=self._n_ref.copy(),
             ring=self._ring.copy(),
             pos=self._pos.copy(),
             n_seen=self._n_seen.copy(),
@@ -224,10 +234,15 @@ class KS:
         return state
 
     @classmethod
-    def from_state(cls, state: State) -> Self:
+    def from_state(cls, state: State, reference: npt.ArrayLike | None = None) -> Self:
         params = check_state(state, "ks")
-        det = blank(cls, params)
-        det._setup(np.array(state["reference"], dtype=np.float64), np.array(state["n_ref"]))
+        if "reference" in state:
+            det = blank(cls, params)
+            det._setup(np.array(state["reference"], dtype=np.float64), np.array(state["n_ref"]))
+        elif reference is not None:
+            det = cls(reference, **params)
+        else:
+            raise ValueError("this KS state was exported without its reference: pass reference=")
         det._ring[...] = state["ring"]
         det._pos[...] = state["pos"]
         det._n_seen[...] = state["n_seen"]

@@ -198,6 +198,7 @@ class PSI:
             drifting=self._score >= self._alert,
             extra={"warn_threshold": self._warn.copy()},
             detection_scores=values_where(scores, hit),
+            detection_windows=tuple(np.full(len(d), self.window) for d in detections),
         )
 
     def reset(self, series: int | Sequence[int] | None = None) -> None:
@@ -206,7 +207,8 @@ class PSI:
         self._win.reset(idx)
         self._score[idx] = np.nan
 
-    def export_state(self) -> State:
+    def export_state(self, *, include_reference: bool = True) -> State:
+        """The bin edges and reference counts are small and always included."""
         state = state_header("psi", self.params)
         state.update(
             edges=self._edges.copy(),
@@ -218,7 +220,7 @@ class PSI:
         return state
 
     @classmethod
-    def from_state(cls, state: State) -> Self:
+    def from_state(cls, state: State, reference: npt.ArrayLike | None = None) -> Self:
         params = check_state(state, "psi")
         det = blank(cls, params)
         det._edges = np.array(state["edges"], dtype=np.float64)

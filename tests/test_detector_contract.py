@@ -83,6 +83,62 @@ def _feed(
     return hits, result
 
 
+def _evidence(det: Detector, X: np.ndarray, cuts: list[tuple[int, int]]) -> list[Any]:
+    """Every detection as (series, row, score, p-value, window), NaN as None."""
+    out = []
+    for lo, hi in cuts:
+        r = det.update(X[lo:hi])
+        for s, rows in enumerate(r.detections):
+            for k, row in enumerate(rows.tolist()):
+                p = float(r.detection_p_values[s][k])
+                out.append(
+                    (
+                        s,
+                        row + lo,
+                        float(r.detection_scores[s][k]),
+                        None if p != p else p,
+                        int(r.detection_windows[s][k]),
+                    )
+                )
+    return sorted(out)
+
+
+def test_each_detection_carries_its_checks_p_value_and_window(kind: str) -> None:
+    det, X = _make(kind, 1)
+    r = det.update(X)
+    for s, rows in enumerate(r.detections):
+        assert len(r.detection_p_values[s]) == len(r.detection_windows[s]) == len(rows)
+        if kind.startswith(("ks", "categorical")):
+            assert (r.detection_p_values[s] <= det.alpha).all()  # type: ignore[attr-defined]
+        else:
+            assert np.isnan(r.detection_p_values[s]).all()
+        if kind.startswith("adwin"):
+            assert (r.detection_windows[s] >= 1).all()
+        else:
+            assert (r.detection_windows[s] == det.window).all()  # type: ignore[attr-defined]
+
+
+def test_a_state_without_its_reference_is_rebuilt_from_the_reference(kind: str) -> None:
+    factory, data = FACTORIES[kind]
+    rng = np.random.default_rng(5)
+    det = factory(rng)
+    X = data(rng, 700)
+    det.update(X[:400])
+    slim = det.export_state(include_reference=False)
+    if kind.startswith("ks"):
+        assert "reference" not in slim
+        with pytest.raises(ValueError, match="reference="):
+            type(det).from_state(slim)
+        reference = np.random.default_rng(5).normal(0, 1, (300, N_SERIES))
+        restored = type(det).from_state(slim, reference=reference)
+    else:
+        restored = type(det).from_state(slim)
+    _assert_same_state(det.export_state(), restored.export_state())
+    assert [d.tolist() for d in det.update(X[400:]).detections] == [
+        d.tolist() for d in restored.update(X[400:]).detections
+    ]
+
+
 def _assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -126,6 +182,12 @@ def test_batch_splits_do_not_change_anything(kind: str, seed: int) -> None:
     det_split, _ = _make(kind, seed)
     hits_split, last_split = _feed(det_split, X, random_cuts(rng, len(X), max_cuts=12))
     assert hits_one == hits_split
+    # ... and every detection carries the same evidence: its own check's.
+    det_a, _ = _make(kind, seed)
+    det_b, _ = _make(kind, seed)
+    assert _evidence(det_a, X, [(0, len(X))]) == _evidence(
+        det_b, X, random_cuts(rng, len(X), max_cuts=12)
+    )
     assert any(hits_one), "the stream should make at least one series signal"
     _assert_same_result(last_one, last_split)
     _assert_same_state(det_one.export_state(), det_split.export_state())

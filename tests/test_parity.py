@@ -94,6 +94,8 @@ def _ks_every_check(
         assert bool(r.drifting[0]) == (expected.pvalue <= alpha)
         signalled = [end - 1] if expected.pvalue <= alpha else []
         assert (r.detections[0] + batch_start).tolist() == signalled
+        if signalled:  # the detection's own evidence is scipy's too
+            assert r.detection_p_values[0].tolist() == [expected.pvalue]
     return len(ends)
 
 
@@ -107,6 +109,19 @@ def test_ks_statistic_and_p_value_equal_scipys_at_every_check(stream: str, metho
         )
         x = STREAMS[stream](rng, 1400)
         assert _ks_every_check(reference, x, window, stride, method, alpha=0.01) > 20
+
+
+def test_ks_detections_in_one_batch_carry_scipys_p_value_of_their_own_window() -> None:
+    rng = np.random.default_rng(8)
+    reference = rng.normal(0, 1, 800)
+    x = np.r_[rng.normal(0, 1, 600), rng.normal(0.6, 1, 1400)]
+    r = KS(reference, window=200, stride=50, alpha=0.01).update(x)
+    assert len(r.detections[0]) > 5
+    for row, d, p in zip(
+        r.detections[0].tolist(), r.detection_scores[0], r.detection_p_values[0], strict=True
+    ):
+        expected = stats.ks_2samp(reference, x[row - 199 : row + 1])
+        assert (d, p) == (expected.statistic, expected.pvalue)
 
 
 def test_ks_large_samples_switch_to_asymptotic_like_scipy() -> None:
