@@ -13,12 +13,16 @@ For sample sizes ``(n1, n2)`` scipy picks a regime once:
 
 The exact path uses scipy's own routine for ``p(h)`` (pinned scipy; parity is tested), and,
 like scipy, falls back to the asymptotic formula where the exact computation fails.
+
+Thread safety: p-values may be computed from any thread (the worker decides, the HTTP
+status reads last p-values): the memo dicts only ever gain entries, and floating-point
+warnings are silenced with ``np.errstate`` (thread-local), never by changing the
+process-wide warning filters.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -64,8 +68,7 @@ class KSNull:
         p = self._p_by_h.get(h)
         if p is None:
             d = h * 1.0 / self.lcm
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"):  # thread-local, unlike warnings.catch_warnings
                 ok, d, prob = _attempt_exact_2kssamp(self.n1, self.n2, self._g, d, "two-sided")
                 if not ok:
                     prob = distributions.kstwo.sf(d, self._en)
@@ -88,8 +91,7 @@ class KSNull:
     def p_of_d(self, d: float) -> float:
         p = self._p_by_d.get(d)
         if p is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"):
                 p = float(np.clip(distributions.kstwo.sf(d, self._en), 0, 1))
             if len(self._p_by_d) > 100_000:
                 self._p_by_d.clear()

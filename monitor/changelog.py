@@ -26,8 +26,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from .checkpoint import load_first
-
 log = logging.getLogger("driftline.changelog")
 
 HEADER = "driftline-chunk"
@@ -107,8 +105,8 @@ class ChangelogStore:
         try:
             await consumer.start()
             parts = consumer.partitions_for_topic(self.topic) or set()
-            if not parts:
-                await consumer._client.force_metadata_update()
+            if not parts:  # just created: ask the broker again (public API only)
+                await consumer.topics()
                 parts = consumer.partitions_for_topic(self.topic) or {0}
             self._partitions = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(self._partitions)
@@ -201,21 +199,22 @@ class ChangelogStore:
             consumer.seek(tp, resume)
         return b"".join(chunks)
 
-    async def get(self, name: str, *, refresh: bool = True) -> tuple[dict[str, Any], str] | None:
-        """The newest usable checkpoint of ``name``, after reading the changelog to its end
-        (``refresh``; the daemon reads once per assignment: every checkpoint of the
-        partitions being assigned was written before the assignment began)."""
+    async def get(self, name: str, *, refresh: bool = True) -> list[tuple[str, bytes]]:
+        """The newest two complete checkpoints of ``name``, newest first, after reading the
+        changelog to its end (``refresh``; the daemon reads once per assignment: every
+        checkpoint of the partitions being assigned was written before the assignment
+        began)."""
         async with self._lock:
             if refresh:
                 await self.catch_up()
             key = self._keys.get(name)
             if key is None:
-                return None
-            candidates = []
+                return []
+            out = []
             for span, age in zip(reversed(key.complete), ("newest", "previous"), strict=False):
                 where = f"{self.topic}[{name}] ({age}, offsets {span.first}-{span.last})"
-                candidates.append((where, await self._read(name, span)))
-            return load_first(candidates)
+                out.append((where, await self._read(name, span)))
+            return out
 
     def describe(self) -> str:
         return f"changelog topic {self.topic}"

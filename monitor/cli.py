@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -134,11 +135,16 @@ def cmd_run(path: Path, level: str) -> int:
     config = _load(path)
     if config is None:
         return EXIT_USAGE
-    from .daemon import Daemon
+    from .build import build
+    from .hooks import CrashPoints
 
     async def main() -> int:
         try:
-            daemon = Daemon(config, version=package_version())
+            daemon = build(
+                config,
+                version=package_version(),
+                crash=CrashPoints(os.environ.get("DRIFTLINE_CRASH_AT")),
+            )
         except ValueError as exc:  # e.g. an unreadable reference file
             print(f"driftline run: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -165,15 +171,17 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     from .decode import ModelSchema
+    from .plan import plan
     from .reference import build_reference, describe, write_reference
 
+    model_plan = plan(config)[args.model]
     try:
-        ref = build_reference(config, args.model, args.input, args.sample, args.seed)
+        ref = build_reference(model_plan, args.input, args.sample, args.seed)
     except (OSError, ValueError) as exc:
         print(f"driftline reference build: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    write_reference(ref, config, args.output)
-    print(describe(ref, ModelSchema(config, args.model)))
+    write_reference(ref, model_plan, args.output)
+    print(describe(ref, ModelSchema(model_plan)))
     print(f"wrote {args.output}; point models.{args.model}.reference.file at it")
     return EXIT_OK
 

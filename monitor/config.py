@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -26,13 +27,14 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from .errors import ConfigError
+from .kinds import registry
 
-DetectorName = Literal["psi", "ks", "adwin"]
 FeatureType = Literal["numeric", "categorical"]
 PREDICTION = "prediction"  # the series name under which the model's output is monitored
 
@@ -44,33 +46,6 @@ class Strict(BaseModel):
 
 
 # -- detector parameters ----------------------------------------------------------------
-class PSIParams(Strict):
-    bins: int = Field(10, ge=2, le=100)
-    window: int = Field(1000, ge=10)
-    stride: int | None = Field(None, ge=1)
-    threshold: Literal["adaptive", "fixed"] = "adaptive"
-    alpha: float = Field(1e-5, gt=0, lt=1)
-    warn: float = Field(0.1, gt=0)
-    alert: float = Field(0.25, gt=0)
-
-
-class KSParams(Strict):
-    window: int = Field(500, ge=10)
-    stride: int = Field(100, ge=1)
-    alpha: float = Field(1e-5, gt=0, lt=1)
-    method: Literal["auto", "exact", "asymp"] = "auto"
-
-
-class ADWINParams(Strict):
-    # river's default is 0.002; in the demo's 60,000 events that gave one false signal
-    # before the drift, 0.0002 none, with the same detections after it.
-    delta: float = Field(0.0002, gt=0, lt=1)
-    clock: int = Field(32, ge=1)
-    max_buckets: int = Field(5, ge=1)
-    min_window_length: int = Field(5, ge=1)
-    grace_period: int = Field(10, ge=0)
-
-
 class OutlierParams(Strict):
     """Values far outside a numeric series' reference: beyond its 1st and 99th percentiles
     by more than ``fence_iqr`` interquartile ranges. They are counted (data quality,
@@ -81,15 +56,9 @@ class OutlierParams(Strict):
     fence_iqr: float | None = Field(10.0, gt=0)
 
 
-class CategoricalParams(Strict):
-    window: int = Field(1000, ge=10)
-    stride: int | None = Field(None, ge=1)
-    alpha: float = Field(1e-5, gt=0, lt=1)
-    max_categories: int = Field(1000, ge=1, description="vocabulary cap from the reference")
-
-
-class DetectorParams(Strict):
-    """Parameters per detector. In overrides, only the keys given replace the defaults.
+class DetectorParamsBase(Strict):
+    """Parameters per detector kind (one block per kind of :mod:`monitor.kinds`, plus
+    ``outliers``). In overrides, only the keys given replace the defaults.
 
     The daemon's significance levels (1e-5 per check; ADWIN delta 2e-4) are far below
     the detectors' own defaults: a daemon checks every series every ``stride`` events, for
@@ -97,18 +66,21 @@ class DetectorParams(Strict):
     1e-3, 1 at 1e-4, none at 1e-5, while strong shifts are still caught within one stride.
     """
 
-    psi: PSIParams = PSIParams()
-    ks: KSParams = KSParams()
-    adwin: ADWINParams = ADWINParams()
-    categorical: CategoricalParams = CategoricalParams()
-    outliers: OutlierParams = OutlierParams()
+    def of(self, kind: str) -> Any:
+        """The parameters of detector kind ``kind``."""
+        return getattr(self, kind)
 
-    def merged(self, override: DetectorParams | None) -> DetectorParams:
+    @property
+    def outlier_fence_iqr(self) -> float | None:
+        fence: float | None = self.of("outliers").fence_iqr
+        return fence
+
+    def merged(self, override: DetectorParamsBase | None) -> DetectorParamsBase:
         """These parameters with every key set in ``override`` replaced."""
         if override is None:
             return self
         parts: dict[str, Any] = {}
-        for name in ("psi", "ks", "adwin", "categorical", "outliers"):
+        for name in type(self).model_fields:
             base: BaseModel = getattr(self, name)
             if name in override.model_fields_set:
                 over: BaseModel = getattr(override, name)
@@ -117,7 +89,33 @@ class DetectorParams(Strict):
                 parts[name] = type(base)(**data)
             else:
                 parts[name] = base
-        return DetectorParams(**parts)
+        return type(self)(**parts)
+
+
+def _params_model() -> type[DetectorParamsBase]:
+    fields: dict[str, Any] = {
+        name: (kind.params, kind.params()) for name, kind in registry().items()
+    }
+    fields["outliers"] = (OutlierParams, OutlierParams())
+    return create_model("DetectorParams", __base__=DetectorParamsBase, **fields)
+
+
+DetectorParams = _params_model()
+
+
+def _known_detectors(names: list[str] | None) -> list[str] | None:
+    if names is None:
+        return None
+    known = registry()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown detector {unknown[0]!r}: known detectors are {', '.join(sorted(known))}"
+        )
+    return names
+
+
+DetectorList = Annotated[list[str], AfterValidator(_known_detectors)]
 
 
 # -- models ------------------------------------------------------------------------------
@@ -139,8 +137,8 @@ class ReferenceSpec(Strict):
 
 class FeatureSpec(Strict):
     type: FeatureType
-    detectors: list[DetectorName] | None = None
-    params: DetectorParams | None = None
+    detectors: DetectorList | None = None
+    params: DetectorParams | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod
@@ -183,8 +181,8 @@ class ModelConfig(Strict):
 
     prediction: FeatureSpec | None = None
     reference: ReferenceSpec | None = None
-    detectors: list[DetectorName] | None = None
-    params: DetectorParams | None = None
+    detectors: DetectorList | None = None
+    params: DetectorParams | None = None  # type: ignore[valid-type]
 
     @field_validator("features")
     @classmethod
@@ -196,14 +194,14 @@ class ModelConfig(Strict):
         return features
 
 
-def _default_detectors() -> list[DetectorName]:
+def _default_detectors() -> list[str]:
     return ["psi", "ks", "adwin"]
 
 
 class Defaults(Strict):
     reference: ReferenceSpec = ReferenceSpec(warmup=2000)
-    detectors: list[DetectorName] = Field(default_factory=_default_detectors)
-    params: DetectorParams = DetectorParams()
+    detectors: DetectorList = Field(default_factory=_default_detectors)
+    params: DetectorParams = DetectorParams()  # type: ignore[valid-type]
 
 
 # -- alerting ----------------------------------------------------------------------------
@@ -227,15 +225,18 @@ class LabelsConfig(Strict):
 
 
 class StateConfig(Strict):
-    """Where checkpoints go: ``path`` (a local directory, a sidecar's volume; it must be
-    writable by the daemon alone, checkpoints are pickled: see monitor.checkpoint) or
-    ``changelog_topic`` (a Kafka topic keyed by group/topic/partition, for scale-out: any
-    instance of the group can restore any partition). One checkpoint per owned partition is
-    taken every ``checkpoint_every_events`` processed events or ``checkpoint_every_s``
-    seconds, whichever comes first, on partition revocation and at clean shutdown."""
+    """Where checkpoints go: ``changelog_topic`` (a Kafka topic keyed by
+    group/topic/partition, for scale-out: any instance of the group can restore any
+    partition), ``path`` (a local directory, a sidecar's volume), or, with neither, the
+    directory ``data/`` under the working directory. ``memory_only: true`` keeps no state
+    (a restart re-warms every reference; the daemon warns at start). The directory must be
+    writable by the daemon alone. One checkpoint per owned partition is taken every
+    ``checkpoint_every_events`` processed events or ``checkpoint_every_s`` seconds,
+    whichever comes first, on partition revocation and at clean shutdown."""
 
     path: Path | None = None
     changelog_topic: str | None = Field(None, min_length=1)
+    memory_only: bool = False
     changelog_chunk_bytes: int = Field(512 * 1024, ge=1024, le=4 * 1024 * 1024)
     checkpoint_every_events: int = Field(50_000, ge=1)
     checkpoint_every_s: float = Field(30.0, gt=0)
@@ -245,7 +246,17 @@ class StateConfig(Strict):
     def _one_store(self) -> StateConfig:
         if self.path is not None and self.changelog_topic is not None:
             raise ValueError("set either path (local directory) or changelog_topic, not both")
+        if self.memory_only and (self.path is not None or self.changelog_topic is not None):
+            raise ValueError("memory_only keeps no state: remove path and changelog_topic")
         return self
+
+
+class EventsConfig(Strict):
+    """What an event may carry: ``ts`` at most ``max_future_s`` after the wall clock (a
+    timestamp from the far future would age every waiting prediction out of the label
+    join); ``null`` accepts any time from 1970 to the year 5138."""
+
+    max_future_s: float | None = Field(86_400.0, gt=0)
 
 
 # -- I/O ---------------------------------------------------------------------------------
@@ -379,8 +390,8 @@ SinkConfig = Annotated[
 
 class OutboxConfig(Strict):
     """Where sinks keep alerts not yet delivered (``<path>/<sink>.outbox``). Default:
-    ``<state.path>/outbox`` when ``state.path`` is set; without either, undelivered
-    alerts are kept in memory only (and lost on a crash)."""
+    ``<state directory>/outbox`` (``state.path``, or ``data/``); with the changelog store
+    or ``state.memory_only``, in memory only (lost on a crash) unless this is set."""
 
     path: Path | None = None
 
@@ -395,6 +406,7 @@ class Config(Strict):
     alerting: AlertingConfig = AlertingConfig()
     labels: LabelsConfig = LabelsConfig()
     state: StateConfig = StateConfig()
+    events: EventsConfig = EventsConfig()
     shutdown_timeout_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
@@ -414,18 +426,24 @@ class Config(Strict):
         return specs
 
     def detectors_for(self, model: str, feature: str) -> list[str]:
-        """Detectors run on a series: categorical series get the categorical test."""
+        """Detectors run on a series: the feature's list, else the model's, else the
+        defaults, keeping the kinds that watch its type (categorical series get the
+        categorical test unless their own list names others)."""
         spec = self.feature_specs(model)[feature]
+        kinds = registry()
         if spec.type == "categorical":
-            return ["categorical"]
+            named = [d for d in spec.detectors or [] if kinds[d].series == "categorical"]
+            return named or ["categorical"]
         m = self.models[model]
-        return list(spec.detectors or m.detectors or self.defaults.detectors)
+        names = spec.detectors or m.detectors or self.defaults.detectors
+        return [d for d in names if kinds[d].series == "numeric"]
 
-    def params_for(self, model: str, feature: str) -> DetectorParams:
+    def params_for(self, model: str, feature: str) -> DetectorParamsBase:
         """Defaults, then the model's overrides, then the feature's."""
         m = self.models[model]
         spec = self.feature_specs(model)[feature]
-        return self.defaults.params.merged(m.params).merged(spec.params)
+        base: DetectorParamsBase = self.defaults.params
+        return base.merged(m.params).merged(spec.params)
 
     def reference_for(self, model: str) -> ReferenceSpec:
         return self.models[model].reference or self.defaults.reference

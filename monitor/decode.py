@@ -47,6 +47,7 @@ from msgspec.structs import astuple
 
 from .config import PREDICTION, Config
 from .logs import Throttle
+from .plan import ModelPlan
 from .timestamps import MAX_FUTURE_S, TimestampError, parse_ts
 
 log = logging.getLogger("driftline.decode")
@@ -182,13 +183,12 @@ def category_value(v: Any) -> str | int:
 class ModelSchema:
     """The series one model declares, split by type (the prediction is one of them)."""
 
-    def __init__(self, config: Config, model: str) -> None:
-        specs = config.feature_specs(model)
-        self.model = model
-        self.numeric = [n for n, s in specs.items() if s.type == "numeric"]
-        self.categorical = [n for n, s in specs.items() if s.type == "categorical"]
+    def __init__(self, plan: ModelPlan) -> None:
+        self.model = plan.name
+        self.numeric = plan.numeric
+        self.categorical = plan.categorical
         self.series = self.numeric + self.categorical  # quality counters use this order
-        self.features = set(config.models[model].features)
+        self.features = set(plan.features)
         self.num_features = [n for n in self.numeric if n != PREDICTION]
         self.cat_features = [n for n in self.categorical if n != PREDICTION]
         self.prediction_type = (
@@ -406,15 +406,16 @@ class Decoder:
 
     def __init__(
         self,
-        config: Config,
+        plans: dict[str, ModelPlan],
         *,
+        max_record_bytes: int = 1_000_000,
         clock: Callable[[], float] = time.time,
         max_future_s: float | None = MAX_FUTURE_S,
     ) -> None:
-        self.max_bytes = config.kafka.max_record_bytes
+        self.max_bytes = max_record_bytes
         self.clock = clock
         self.max_future_s = max_future_s
-        self.schemas = {name: ModelSchema(config, name) for name in config.models}
+        self.schemas = {name: ModelSchema(p) for name, p in plans.items()}
         self._fast = {name: _FastFeatures(s) for name, s in self.schemas.items()}
         # A union needs the tag (a lone tagged struct would take records without one), so a
         # sentinel no event can match keeps it a union even for a single model.
@@ -422,6 +423,13 @@ class Decoder:
         self._model_of = {f.event: name for name, f in self._fast.items()}
         self._events = msgspec.json.Decoder(Union[events])  # noqa: UP007 - a runtime tuple
         self._throttle = Throttle(log, period_s=30.0)
+
+    @classmethod
+    def of(cls, config: Config, **options: Any) -> Decoder:
+        """A decoder for every model of a configuration."""
+        from .plan import plan
+
+        return cls(plan(config), max_record_bytes=config.kafka.max_record_bytes, **options)
 
     def decode(
         self, values: Sequence[bytes | None], record_ts: Sequence[float] | None = None

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -32,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .broker import EmbeddedBroker, create_topics
+from .build import build
 from .config import load_config
 from .daemon import Daemon
 
@@ -134,10 +136,10 @@ def _view(
     rate: float,
     http: str,
 ) -> Group:
-    mon = daemon.pipeline.monitors["credit-v1"]
+    mon = daemon.snapshot().pipeline.models["credit-v1"]
     phase = (
         "collecting the reference"
-        if not mon.ready
+        if not mon.reference_ready
         else "before the drift"
         if mon.events < drift_at
         else "after the drift"
@@ -154,7 +156,7 @@ def _view(
     table = Table(expand=False, title="scores at the latest check (score / threshold)")
     for col in ("series", "KS", "PSI", "ADWIN", "categorical"):
         table.add_column(col)
-    status = mon.bank.status if mon.bank else {}
+    status = {(s.name, d.detector): d for s in mon.series for d in s.detectors}
     for name in [*NUMERIC, "prediction", *CATEGORICAL]:
         cells = []
         for det in ("ks", "psi", "adwin", "categorical"):
@@ -162,7 +164,7 @@ def _view(
             if st is None or not np.isfinite(st.score):
                 cells.append(Text("-", style="dim"))
                 continue
-            firing = daemon.pipeline.policy.active("credit-v1", name, det)
+            firing = st.alert_id is not None
             cells.append(
                 Text(
                     f"{st.score:.3g} / {st.threshold:.3g}", style="bold red" if firing else "green"
@@ -194,39 +196,46 @@ async def _demo(
         console.print(f"Kafka-compatible broker (Tansu) on {broker.bootstrap}")
         received = Received()
         runner, url = await _receiver(received)
-        env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, "ALERT_WEBHOOK_URL": url}
+        data = tempfile.TemporaryDirectory(prefix="driftline-demo-")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": broker.bootstrap,
+            "ALERT_WEBHOOK_URL": url,
+            "DRIFTLINE_DEMO_DATA": data.name,
+        }
         config = load_config(Path(str(files("monitor") / "demo.yaml")), env=env)
         await create_topics(
             broker.bootstrap, [config.kafka.topic, str(config.kafka.dead_letter_topic)]
         )
-        daemon = Daemon(config, version="demo")
+        daemon = build(config, version="demo")
         task = asyncio.create_task(daemon.run())
         produced = [0]
         producer = asyncio.create_task(
             _produce(broker.bootstrap, config.kafka.topic, stream, rate, produced)
         )
-        mon = daemon.pipeline.monitors["credit-v1"]
         start = time.perf_counter()
         deadline = start + max(50.0, events / max(rate, 1.0) + 30.0)
         screen = Live(console=console, auto_refresh=False) if live else contextlib.nullcontext()
         with screen as view:
             while time.perf_counter() < deadline:
                 await asyncio.sleep(0.25)
-                speed = mon.events / max(time.perf_counter() - start, 1e-9)
+                events_seen = daemon.snapshot().pipeline.models["credit-v1"].events
+                speed = events_seen / max(time.perf_counter() - start, 1e-9)
                 if isinstance(view, Live) and daemon.http_port is not None:
                     http = f"http://127.0.0.1:{daemon.http_port}"
                     view.update(
                         _view(daemon, received, produced[0], events, drift_at, speed, http),
                         refresh=True,
                     )
-                idle = all(s.stats().outbox_depth == 0 for s in daemon.pipeline.sinks)
-                if producer.done() and mon.events >= events and idle:
+                idle = all(s.stats().outbox_depth == 0 for s in daemon.sinks)
+                if producer.done() and events_seen >= events and idle:
                     break
         await producer
         await asyncio.sleep(0.5)  # last webhook deliveries
         daemon.request_stop()
         code = await task
         await runner.cleanup()
+        data.cleanup()
         elapsed = time.perf_counter() - start
     _summary(console, received.alerts, daemon, drift_at, events, elapsed)
     return code
@@ -266,9 +275,9 @@ def _summary(
         ),
         None,
     )
-    perf = daemon.pipeline.performance["credit-v1"].metrics()
-    learner = daemon.pipeline.learners.get("credit-v1")
-    online = learner.metrics() if learner is not None else {}
+    model = daemon.snapshot().pipeline.models["credit-v1"]
+    perf = model.performance.metrics
+    online = model.learner.metrics if model.learner is not None else {}
     if concept is not None:
         console.print(
             f"Concept drift alert at labelled event {concept['start_event']:,} "
@@ -282,10 +291,9 @@ def _summary(
         )
     caught = {f for f, _ in first}
     missed = sorted(DRIFTING - caught)
-    mon = daemon.pipeline.monitors["credit-v1"]
-    rejected = sum(daemon.pipeline.rejected.values())
+    rejected = sum(daemon.snapshot().pipeline.rejected.values())
     console.print(
-        f"{mon.events:,} events monitored in {elapsed:.1f} s; {len(alerts)} webhook alerts; "
+        f"{model.events:,} events monitored in {elapsed:.1f} s; {len(alerts)} webhook alerts; "
         f"{rejected} malformed records dead-lettered. Drifting features caught: "
         f"{len(DRIFTING & caught)}/{len(DRIFTING)}"
         + (f" (missed: {', '.join(missed)})" if missed else "")

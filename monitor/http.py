@@ -1,4 +1,6 @@
-"""One HTTP port: ``/metrics``, ``/healthz``, ``/readyz``, ``/status``.
+"""One HTTP port: ``/metrics``, ``/healthz``, ``/readyz``, ``/status``,
+``/models/{model}/predict``. Every read goes through the status snapshot (never the live
+state of the worker thread).
 
 Probe semantics for a sidecar: a failing readiness probe takes the *whole pod* (the model
 server too) out of its Service, so ``/readyz`` must not fail because of drift monitoring's
@@ -11,17 +13,15 @@ while the event loop is serving requests. With ``http.token`` set, ``/status`` a
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .status import Snapshot, status_document
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -29,127 +29,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _learner_status(learner: Any) -> dict[str, Any] | None:
-    if learner is None:
-        return None
-    return {
-        "learner": learner.learner,
-        "learned": learner.learned,
-        "lag_pairs": learner.lag,
-        "dropped": learner.dropped,
-        "adaptations": learner.adaptations,
-        "metrics": learner.metrics(),
-        "error": learner.error,
-    }
-
-
-def status_document(d: Daemon) -> dict[str, Any]:
-    p = d.pipeline
-    models: dict[str, Any] = {}
-    firing = {(m, f, det): aid for m, f, det, aid in p.policy.firing()}
-    for model, mon in p.monitors.items():
-        series: dict[str, Any] = {}
-        for j, name in enumerate(mon.schema.series):
-            kind = "numeric" if name in mon.schema.numeric else "categorical"
-            series[name] = {
-                "type": kind,
-                "missing": int(mon.missing[j]),
-                "wrong_type": int(mon.wrong_type[j]),
-                "out_of_range": int(mon.out_of_range[j]),
-                "detectors": {},
-            }
-        if mon.bank is not None:
-            for j, name in enumerate(mon.schema.categorical):
-                series[name]["unseen"] = int(mon.bank.unseen[j])
-            for j, name in enumerate(mon.schema.numeric):
-                series[name]["outliers"] = int(mon.bank.outliers[j])
-            for name, why in mon.bank.skipped.items():
-                series[name]["not_monitored"] = why
-            for (feature, det), st in mon.bank.status.items():
-                series[feature]["detectors"][det] = {
-                    "score": _num(st.score),
-                    "threshold": _num(st.threshold),
-                    "p_value": st.p_value,
-                    "drifting": st.drifting,
-                    "window_size": st.window_size,
-                    "reference_size": st.reference_size,
-                    "alert_id": firing.get((model, feature, det)),
-                }
-        models[model] = {
-            "events": mon.events,
-            "reference": {
-                "ready": mon.ready,
-                "events": mon.reference_events,
-                "warmup": mon.warmup or None,
-            },
-            "schema_violations": mon.schema_violations,
-            "model_alert_id": firing.get((model, None, "multiple")),
-            "online_model": _learner_status(p.learners.get(model)),
-            "performance": {
-                "task": p.performance[model].task,
-                "labelled": p.performance[model].n,
-                "metrics": p.performance[model].metrics(),
-                "concept_drift_alert_id": firing.get((model, None, "concept_drift")),
-                "labels": {
-                    "joined": p.joins[model].counts.joined,
-                    "expired": p.joins[model].counts.expired,
-                    "orphan": p.joins[model].counts.orphan,
-                    "awaiting": len(p.joins[model].pending),
-                },
-            },
-            "series": series,
-        }
-    return {
-        "version": d.version,
-        "ready": d.ready,
-        "kafka": {
-            "connected": d.source_started,
-            "topic": d.config.kafka.topic,
-            "group_id": d.config.kafka.group_id,
-            "assignment": [f"{t}/{p_}" for t, p_ in d.source.assignment()]
-            if d.source_started
-            else [],
-            "lag_records": d.source.lag() if d.source_started else None,
-            "last_error": d.last_kafka_error,
-        },
-        "events_rejected": dict(p.rejected),
-        "partitions": {
-            str(part): {
-                "models": p.models_of(part),
-                "position": {
-                    f"{t}/{p_}": o for (t, p_), o in sorted(d._position.items()) if p_ == part
-                },
-            }
-            for part in sorted(d.owned)
-        },
-        "misrouted_events": p.misrouted,
-        "state": None
-        if d.store is None
-        else {
-            "store": d.store.describe(),
-            "checkpoints_written": d.checkpoints,
-            "last_checkpoint_seconds": d.checkpoint_seconds,
-            "last_checkpoint_bytes": d.checkpoint_bytes,
-            "restores": dict(d.restores),
-        },
-        "alerts_firing": [
-            {"model": m, "feature": f, "detector": det, "id": aid}
-            for m, f, det, aid in p.policy.firing()
-        ],
-        "sinks": {s.name: s.stats().as_dict() for s in p.sinks},
-        "models": models,
-    }
-
-
-def check_features(d: Daemon, model: str, body: Any) -> tuple[str, dict[str, Any]]:
+def check_features(declared: Mapping[str, Any], body: Any) -> tuple[str, dict[str, Any]]:
     """``("", features)`` for a valid ``{"features": {...}}`` body, else the reason."""
     if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
         return 'the body must be a JSON object with a "features" object', {}
-    declared = d.config.models[model].features
     features: dict[str, Any] = {}
     for name, value in body["features"].items():
         spec = declared.get(name)
@@ -173,7 +56,8 @@ OPEN = frozenset({"/metrics", "/healthz", "/readyz"})  # scrapes and probes: nev
 
 def bearer_gate(token: str | None) -> Any:
     """Middleware: with a token configured, every endpoint but scrapes and probes wants
-    ``Authorization: Bearer <token>`` (compared in constant time); 401 otherwise."""
+    ``Authorization: Bearer <token>`` (compared in constant time, as bytes: any header
+    value, ASCII or not, is simply wrong when it is not the token); 401 otherwise."""
     expected = None if token is None else f"Bearer {token}".encode()
 
     @web.middleware
@@ -181,7 +65,7 @@ def bearer_gate(token: str | None) -> Any:
         if expected is None or request.path in OPEN:
             response: web.StreamResponse = await handler(request)
             return response
-        given = request.headers.get("Authorization", "").encode()
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             return web.json_response(
                 {"error": "this endpoint needs 'Authorization: Bearer <http.token>'"},
@@ -194,47 +78,56 @@ def bearer_gate(token: str | None) -> Any:
     return gate
 
 
-def build_app(d: Daemon) -> web.Application:
+def build_app(
+    snapshot: Callable[[], Snapshot],
+    *,
+    registry: CollectorRegistry,
+    token: str | None = None,
+    learners: Mapping[str, Any] | None = None,
+    models: Mapping[str, Any] | None = None,
+) -> web.Application:
+    """The daemon's HTTP app. ``snapshot`` is the only view of the daemon it has;
+    ``learners`` answer predictions; ``models`` are the configured models (their declared
+    features check a prediction request)."""
+    learners = dict(learners or {})
+    models = dict(models or {})
+
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(d.registry)
+        body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
+        d = snapshot().daemon
         if d.ready:
             return _json({"status": "ready"})
         return _json({"status": "stopping" if d.stopping else "starting"}, status=503)
 
     async def status(_: web.Request) -> web.Response:
-        return _json(status_document(d))
+        return _json(status_document(snapshot()))
 
     async def predict(request: web.Request) -> web.Response:
         model = request.match_info["model"]
-        if model not in d.config.models:
+        if model not in models:
             return _json({"error": f"unknown model {model!r}"}, status=404)
-        learner = d.pipeline.learners.get(model)
+        learner = learners.get(model)
         if learner is None:
             return _json({"error": f"model {model!r} has no online_model configured"}, 404)
-        if learner.error is not None:
-            return _json({"error": f"the online learner stopped: {learner.error}"}, 503)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
             return _json({"error": f"the body is not JSON: {exc}"}, status=400)
-        problem, features = check_features(d, model, body)
+        problem, features = check_features(models[model].features, body)
         if problem:
             return _json({"error": problem}, status=400)
         try:
-            return _json(await asyncio.to_thread(learner.predict, features))
+            return _json(await learner.predict(features))
         except (TimeoutError, RuntimeError) as exc:
             return _json({"error": f"the online learner cannot answer: {exc}"}, status=503)
 
-    token = d.config.http.token
-    app = web.Application(
-        middlewares=[bearer_gate(None if token is None else token.get_secret_value())]
-    )
+    app = web.Application(middlewares=[bearer_gate(token)])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -23,6 +23,7 @@ Learners (``online_model.learner``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -35,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from .labels import Performance, Task
+from .snapshot import LearnerStatus
 
 log = logging.getLogger("driftline.learner")
 
@@ -225,7 +227,20 @@ class OnlineLearner:
     ``submit`` never blocks: beyond ``queue_size`` pairs not yet learned, whole batches are
     dropped and counted, so the learner learns from a sample of the stream when it cannot
     keep up. Predictions go ahead of any learning backlog.
+
+    **Failure**: the process can die (killed, out of memory). Its reader thread notices,
+    logs it, fails whatever waits for an answer, and :meth:`check` reports it; the daemon's
+    supervisor then calls :meth:`restart` with backoff: a new process continues from the
+    learner's last exported state (the last checkpoint), the pairs learned since then are
+    lost (counted in ``dropped``). Nothing waits on a dead process: :meth:`export_state`
+    answers the last exported state at once.
+
+    Threads: ``submit``, ``adapt``, ``export_state`` and ``load_state`` are called by the
+    daemon's worker; ``predict`` from the event loop; the reader thread only sets plain
+    attributes and resolves waiters.
     """
+
+    MAX_PREDICTIONS = 64  # predictions in flight; beyond, /predict answers 503
 
     def __init__(
         self,
@@ -239,12 +254,14 @@ class OnlineLearner:
         retrain_max: int = 5_000,
         window: int = 1000,
         decay: float = 0.001,
+        export_timeout_s: float = 30.0,
     ) -> None:
         make_model(learner, task, params)  # refuse a bad choice now, not in the process
         self.learner = learner
         self.task = task
         self.queue_size = queue_size
         self.retrain_max = retrain_max
+        self.export_timeout_s = export_timeout_s
         self._args = (
             learner,
             task,
@@ -259,24 +276,44 @@ class OnlineLearner:
         self.dropped = 0
         self.learned = 0
         self.adaptations = 0
+        self.restarts = 0
         self._metrics: dict[str, float | None] = {}
         self.error: str | None = None
         self._ctx = mp.get_context("spawn")
         self._process: Any = None
         self._reader: threading.Thread | None = None
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._futures: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._next_id = 0
         self._lock = threading.Lock()
         self._pending_out: list[tuple[str, Any]] = []  # before start
+        # The last state handed over (a checkpoint's), what a restarted process starts from.
+        self._last: dict[str, Any] = {"core": None, "learned": 0}
 
     @property
     def lag(self) -> int:
         """Pairs handed over and not yet learned."""
         return max(0, self.submitted - self.learned)
 
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
     def metrics(self) -> dict[str, float | None]:
         """The challenger's prequential metrics (as last reported by its process)."""
         return dict(self._metrics)
+
+    def status(self) -> LearnerStatus:
+        return LearnerStatus(
+            self.learner,
+            self.learned,
+            self.lag,
+            self.dropped,
+            self.adaptations,
+            self.restarts,
+            dict(self._metrics),
+            self.error,
+        )
 
     def submit(self, rows: Rows) -> None:
         """Hand a batch over: ``(numeric matrix, categorical tuples, labels)``, rows in the
@@ -285,7 +322,7 @@ class OnlineLearner:
         n = len(rows[2])
         if not n:
             return
-        if self.lag + n > self.queue_size:
+        if self.lag + n > self.queue_size or (self._process is not None and not self.alive):
             self.dropped += n
             return
         self.submitted += n
@@ -301,7 +338,8 @@ class OnlineLearner:
     def _send(self, kind: str, item: Any) -> None:
         if self._process is None:
             self._pending_out.append((kind, item))
-        else:
+            return
+        with contextlib.suppress(OSError, ValueError):  # a dead process's queue is closed
             self._inbox.put((kind, item))
 
     def start(self) -> None:
@@ -319,44 +357,80 @@ class OnlineLearner:
             self._inbox.put((kind, item))
         self._pending_out.clear()
         self._reader = threading.Thread(
-            target=self._read, name="driftline-learner-reader", daemon=True
+            target=self._read,
+            args=(self._process, self._outbox),
+            name="driftline-learner-reader",
+            daemon=True,
         )
         self._reader.start()
 
-    def _read(self) -> None:
+    def check(self) -> str | None:
+        """Why the process is not running, if it died (for the supervisor)."""
+        if self._process is None or self.alive:
+            return None
+        return self.error or f"learner process exited with {self._process.exitcode}"
+
+    def restart(self) -> None:
+        """A new process, continuing from the last exported state (see the class doc)."""
+        lost = max(0, self.learned - int(self._last["learned"]))
+        self.restarts += 1
+        self.dropped += lost + self.lag
+        self.learned = self.submitted = int(self._last["learned"])
+        log.warning(
+            "restarting the %s learner from its last checkpointed state (%d pairs learned "
+            "since are lost)",
+            self.learner,
+            lost,
+        )
+        self.stop(timeout=1.0)
+        self._pending_out = [("load", self._last["core"])]
+        self.error = None
+        self.start()
+
+    def _read(self, process: Any, outbox: Any) -> None:
         while True:
             try:
-                kind, tag, payload = self._outbox.get(timeout=0.5)
+                kind, tag, payload = outbox.get(timeout=0.5)
             except queue.Empty:
-                if self._process is not None and not self._process.is_alive():
-                    if self._process.exitcode not in (0, None):
-                        self.error = f"learner process exited with {self._process.exitcode}"
+                if not process.is_alive():
+                    if process.exitcode not in (0, None) and process is self._process:
+                        self.error = f"learner process exited with {process.exitcode}"
+                        log.error("the online learner (%s) died: %s", self.learner, self.error)
                     self._wake_all()
                     return
                 continue
             except (EOFError, OSError):
+                self._wake_all()
                 return
             if kind == "answer":
-                with self._lock:
-                    slot = self._waiting.pop(tag, None)
-                if slot is not None:
-                    slot[1].append(payload)
-                    slot[0].set()
+                self._answer(tag, payload)
                 continue
             self.learned = payload["learned"]
             self.adaptations = payload["adaptations"]
             self._metrics = payload["metrics"]
             if tag is not None:
-                with self._lock:
-                    slot = self._waiting.pop(tag, None)
-                if slot is not None:
-                    slot[0].set()
+                self._answer(tag, None)
+
+    def _answer(self, tag: int, payload: Any) -> None:
+        with self._lock:
+            slot = self._waiting.pop(tag, None)
+            fut = self._futures.pop(tag, None)
+        if slot is not None:
+            slot[1].append(payload)
+            slot[0].set()
+        if fut is not None:
+            loop, future = fut
+            loop.call_soon_threadsafe(_resolve, future, payload)
 
     def _wake_all(self) -> None:
         with self._lock:
             slots, self._waiting = list(self._waiting.values()), {}
+            futures, self._futures = list(self._futures.values()), {}
         for event, _ in slots:
             event.set()
+        for loop, future in futures:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed
+                loop.call_soon_threadsafe(_fail, future, "the online learner stopped")
 
     def _ticket(self) -> tuple[int, threading.Event, list[Any]]:
         with self._lock:
@@ -366,55 +440,87 @@ class OnlineLearner:
             self._waiting[rid] = (event, box)
         return rid, event, box
 
-    def predict(self, features: Features, timeout: float = 5.0) -> dict[str, Any]:
-        """The answer of ``POST /models/{model}/predict`` (blocking; call it off the loop)."""
-        if self._process is None:
-            raise RuntimeError("the online learner is not running")
-        rid, event, box = self._ticket()
+    async def predict(self, features: Features, timeout: float = 5.0) -> dict[str, Any]:
+        """The answer of ``POST /models/{model}/predict``; RuntimeError when the learner
+        is not running or too many predictions are waiting, TimeoutError after ``timeout``."""
+        if not self.alive:
+            raise RuntimeError(self.check() or "the online learner is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            if len(self._futures) >= self.MAX_PREDICTIONS:
+                raise RuntimeError("too many predictions waiting; try again")
+            self._next_id += 1
+            rid = self._next_id
+            self._futures[rid] = (loop, future)
         self._requests.put((rid, features))
-        if not event.wait(timeout) or not box:
-            raise TimeoutError("the online learner did not answer in time")
-        result: dict[str, Any] = box[0]
+        try:
+            result: dict[str, Any] = await asyncio.wait_for(future, timeout)
+        finally:
+            with self._lock:
+                self._futures.pop(rid, None)
         return result
 
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until everything submitted so far is learned (tests, benchmarks)."""
-        if self._process is None:
+        if not self.alive:
             return
         rid, event, _ = self._ticket()
         self._inbox.put(("mark", rid))
         event.wait(timeout)
 
-    def export_state(self, timeout: float = 120.0) -> dict[str, Any]:
+    def export_state(self) -> dict[str, Any]:
         """The learner's model and bookkeeping after everything submitted so far (blocking:
-        it waits for the learning backlog; call it off the event loop). River estimators
-        are pickled: see the trust boundary in monitor.checkpoint."""
-        if self._process is None:
-            return {"core": None, "learned": 0, "dropped": self.dropped}
-        rid, event, box = self._ticket()
-        self._inbox.put(("export", rid))
-        if not event.wait(timeout) or not box:
-            raise TimeoutError("the online learner did not hand over its state in time")
-        core, learned = box[0]
-        return {"core": core, "learned": learned, "dropped": self.dropped}
+        it waits for the learning backlog, at most ``export_timeout_s``; call it off the
+        event loop). A learner that is not running, or does not answer in time, gives its
+        last exported state instead (logged). River estimators are pickled: see the trust
+        boundary in monitor.codec."""
+        if self._process is not None and self.alive:
+            rid, event, box = self._ticket()
+            self._inbox.put(("export", rid))
+            if event.wait(self.export_timeout_s) and box:
+                core, learned = box[0]
+                self._last = {"core": core, "learned": learned}
+            else:
+                log.error(
+                    "the online learner (%s) did not hand over its state within %.0f s; "
+                    "the checkpoint keeps its previous state",
+                    self.learner,
+                    self.export_timeout_s,
+                )
+        return {**self._last, "dropped": self.dropped}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
         """Continue from :meth:`export_state`, or start afresh with ``None``."""
         core = None if state is None else state["core"]
-        self.dropped = 0 if state is None else state["dropped"]
+        self.dropped = 0 if state is None else int(state["dropped"])
+        learned = 0 if state is None else int(state["learned"])
+        self._last = {"core": core, "learned": learned}
         self._send("load", core)  # unpickled in the learner's process only
-        self.submitted = self.learned = 0 if state is None else state["learned"]
+        self.submitted = self.learned = learned
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._process is None:
             return
-        self._inbox.put(("stop", None))
+        with contextlib.suppress(OSError, ValueError):
+            self._inbox.put(("stop", None))
         self._process.join(timeout)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout)
         if self._reader is not None:
             self._reader.join(timeout)
+        self._wake_all()
+
+
+def _resolve(future: asyncio.Future[Any], payload: Any) -> None:
+    if not future.done():
+        future.set_result(payload)
+
+
+def _fail(future: asyncio.Future[Any], reason: str) -> None:
+    if not future.done():
+        future.set_exception(RuntimeError(reason))
 
 
 def _jsonable(value: Any) -> Any:

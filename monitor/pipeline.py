@@ -1,28 +1,74 @@
-"""The one-way flow of a batch: decode -> route by model -> detectors -> alert policy -> sinks."""
+"""The one-way flow of a batch: decode -> route by model -> detectors -> alert policy.
+
+:meth:`Pipeline.decode` runs on the event loop and is pure: bytes to per-model columns and
+rejections. :meth:`Pipeline.detect` runs in the daemon's one worker thread, the only
+writer of the models' state: it counts, detects, joins labels, applies the alert policy
+and publishes a fresh :class:`~monitor.snapshot.PipelineStatus`. Sinks are downstream of
+this module: the daemon hands them the alerts (tests can call :meth:`Pipeline.process`).
+
+An unexpected error while handling one model's batch does not stop the others: its
+records come back as ``internal_error`` rejections (dead-lettered, so nothing is lost),
+the error is logged with its traceback (at most every 30 s per kind) and counted.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from sinks.base import Sink
 
+from .alerts import Alert
 from .bank import ModelMonitor
-from .checkpoint import CheckpointError
 from .config import PREDICTION, Config
-from .decode import Decoder, LabelEvent, ModelBatch, Rejected, decode_labels
-from .labels import LabelJoin, Performance
-from .learner import OnlineLearner
-from .policy import Alert, AlertPolicy
+from .decode import Decoder, LabelEvent, ModelBatch, Rejected, decode_labels, internal_error
+from .errors import CheckpointError
+from .logs import Throttle
+from .model_state import ModelState
+from .plan import ModelPlan, plan
+from .snapshot import EMPTY, LearnerStatus, ModelStatus, PipelineStatus, model_status
+from .timestamps import MAX_FUTURE_S
 
 log = logging.getLogger("driftline.pipeline")
+
+
+class Learner(Protocol):
+    """The online challenger as the pipeline uses it (see monitor.learner)."""
+
+    def submit(self, rows: Any) -> None: ...
+
+    def adapt(self, since: int) -> str: ...
+
+    def status(self) -> LearnerStatus: ...
+
+
+@dataclass
+class Decoded:
+    """One fetched batch, decoded (event loop), for :meth:`Pipeline.detect` (worker).
+    ``partitions`` are the source partitions of the prediction records, by position."""
+
+    batches: dict[str, ModelBatch] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    partitions: Sequence[int] = ()
+    labels: list[LabelEvent] = field(default_factory=list)
+    label_rejected: list[Rejected] = field(default_factory=list)
+    label_partitions: Sequence[int] = ()
+
+
+@dataclass
+class Detected:
+    """What :meth:`Pipeline.detect` made of a batch: its alerts, and prediction records
+    whose handling failed (indices into the batch's prediction records)."""
+
+    alerts: list[Alert]
+    failed: list[Rejected] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -33,288 +79,300 @@ class BatchOutcome:
 
 
 class Pipeline:
-    """Everything between raw record values and the sinks. No Kafka, no HTTP: the daemon
-    feeds it, tests can too."""
+    """Everything between raw record values and alerts, for every configured model."""
 
     def __init__(
-        self, config: Config, sinks: Sequence[Sink], clock: Callable[[], float] = time.time
+        self,
+        plans: Mapping[str, ModelPlan],
+        *,
+        learners: Mapping[str, Learner] | None = None,
+        max_record_bytes: int = 1_000_000,
+        clock: Callable[[], float] = time.time,
+        max_future_s: float | None = MAX_FUTURE_S,
+        sinks: Sequence[Sink] = (),
     ) -> None:
-        self.config = config
-        self.decoder = Decoder(config)
-        self.policy = AlertPolicy(config.alerting, clock)
-        self.sinks = list(sinks)
-        self.monitors: dict[str, ModelMonitor] = {}
-        self.joins: dict[str, LabelJoin] = {}
-        self.performance: dict[str, Performance] = {}
-        for m in config.models:
-            self._fresh(m)
-        lc = config.labels
-        self.learners: dict[str, OnlineLearner] = {}
-        for m, mc in config.models.items():
-            if mc.online_model is not None and mc.task is not None:
-                om = mc.online_model
-                self.learners[m] = OnlineLearner(
-                    om.learner,
-                    mc.task,
-                    om.params,
-                    numeric=[n for n in self.monitors[m].schema.numeric if n != PREDICTION],
-                    categorical=[n for n in self.monitors[m].schema.categorical if n != PREDICTION],
-                    queue_size=om.queue_size,
-                    retrain_max=om.retrain_max,
-                    window=lc.window,
-                    decay=lc.decay,
-                )
+        self.plans = dict(plans)
+        self.clock = clock
+        self.max_future_s = max_future_s
+        self.max_record_bytes = max_record_bytes
+        self.decoder = Decoder(
+            self.plans, max_record_bytes=max_record_bytes, clock=clock, max_future_s=max_future_s
+        )
+        self.models = {name: ModelState(p) for name, p in self.plans.items()}
+        self.learners = dict(learners or {})
+        self.sinks = list(sinks)  # for process() only: the daemon emits itself
         self.rejected_by: dict[int, Counter[str]] = {}  # partition -> reason -> count
-        self.owner: dict[str, int] = {}  # model -> the partition whose state holds it
         self.misrouted = 0  # events of a model read from another partition than its own
-        self._warned: set[tuple[str, int]] = set()
+        self.internal_errors = 0
         self.batches = 0
         self.processing_seconds = 0.0
-        self.last_ts: dict[str, float] = {}
+        self._warned: set[tuple[str, int]] = set()
+        self._throttle = Throttle(log)
+        self._statuses: dict[str, ModelStatus] = {}
+        self.status: PipelineStatus = EMPTY
+        self.publish()
 
-    @property
-    def rejected(self) -> Counter[str]:
-        """Rejected records by reason, over the partitions this instance holds."""
-        total: Counter[str] = Counter()
-        for counts in self.rejected_by.values():
-            total.update(counts)
-        return total
-
-    def fingerprint(self) -> str:
-        """A hash of the configuration that shapes the state (models, defaults, alerting,
-        labels): a checkpoint made under another one is refused."""
-        doc = self.config.model_dump_json(include={"models", "defaults", "alerting", "labels"})
-        return hashlib.sha256(doc.encode()).hexdigest()[:16]
-
-    # -- state, one partition at a time ------------------------------------------------------
-    def models_of(self, partition: int) -> list[str]:
-        return sorted(m for m, p in self.owner.items() if p == partition)
-
-    def export_learners(self, partition: int) -> dict[str, Any]:
-        """The online learners' states of the partition's models (blocking: each waits for
-        its learning backlog; run it off the event loop, with no batch in flight)."""
-        return {
-            m: self.learners[m].export_state()
-            for m in self.models_of(partition)
-            if m in self.learners
-        }
-
-    def snapshot(self, partition: int, learners: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Everything that determines the partition's future output, for a checkpoint: its
-        models (detectors, references, data quality, alert episodes, label join,
-        performance, ``learners`` from :meth:`export_learners`) and its rejection counts.
-        It refers to live state: serialize it (``checkpoint.encode``) before the pipeline
-        processes again."""
-        models = {}
-        for m in self.models_of(partition):
-            models[m] = {
-                "monitor": self.monitors[m].export_state(),
-                "alerts": self.policy.models.get(m),
-                "join": self.joins[m],
-                "performance": self.performance[m],
-                "last_ts": self.last_ts.get(m),
-                "learner": (learners or {}).get(m),
-            }
-        return {
-            "fingerprint": self.fingerprint(),
-            "partition": partition,
-            "models": models,
-            "rejected": dict(self.rejected_by.get(partition, {})),
-        }
-
-    def restore(self, partition: int, state: dict[str, Any]) -> None:
-        """Continue the partition from a :meth:`snapshot` as if never stopped: its models
-        become exactly those of the snapshot."""
-        if state.get("fingerprint") != self.fingerprint():
-            raise CheckpointError(
-                "the checkpoint was made under another configuration of models, defaults, "
-                "alerting or labels; remove it (state.path or the changelog topic) to start "
-                "afresh"
-            )
-        unknown = sorted(set(state["models"]) - set(self.monitors))
-        if unknown:
-            raise CheckpointError(f"the checkpoint holds models not configured: {unknown}")
-        self.drop(partition)
-        for m, ms in state["models"].items():
-            self.owner[m] = partition
-            self.monitors[m].load_state(ms["monitor"])
-            if ms["alerts"] is not None:
-                self.policy.models[m] = ms["alerts"]
-            self.joins[m] = ms["join"]
-            self.performance[m] = ms["performance"]
-            if ms["last_ts"] is not None:
-                self.last_ts[m] = ms["last_ts"]
-            if m in self.learners and ms["learner"] is not None:
-                self.learners[m].load_state(ms["learner"])
-        self.rejected_by[partition] = Counter(state["rejected"])
-
-    def drop(self, partition: int) -> None:
-        """Forget the partition (given up, or about to be restored): its models start
-        afresh, as if never seen."""
-        for m in self.models_of(partition):
-            del self.owner[m]
-            self._fresh(m)
-            self.policy.models.pop(m, None)
-            self.last_ts.pop(m, None)
-            if m in self.learners:
-                self.learners[m].load_state(None)
-        self.rejected_by.pop(partition, None)
-
-    def _fresh(self, model: str) -> None:
-        """The model's state as before its first event: monitor, label join, performance."""
-        lc = self.config.labels
-        self.monitors[model] = ModelMonitor(self.config, model)
-        self.joins[model] = LabelJoin(lc.max_pending, lc.max_age_s)
-        self.performance[model] = Performance(
-            self.config.models[model].task, lc.window, lc.decay, lc.delta
+    @classmethod
+    def of(cls, config: Config, sinks: Sequence[Sink] = (), **options: Any) -> Pipeline:
+        """A pipeline for every model of a configuration (no online learners)."""
+        return cls(
+            plan(config), max_record_bytes=config.kafka.max_record_bytes, sinks=sinks, **options
         )
 
-    def claim(self, model: str, partition: int, events: int = 1) -> None:
-        """Note where a model's events come from: its state belongs to the first partition
-        it is seen on. Producers must key events by model (one model, one partition);
-        events of a model read from another partition are still processed but counted and
-        warned about once, since in a group they may reach another instance."""
-        owner = self.owner.setdefault(model, partition)
-        if owner != partition:
-            self.misrouted += events
-            if (model, partition) not in self._warned:
-                self._warned.add((model, partition))
-                log.warning(
-                    "model %s: events on partition %d, but its state lives with partition %d; "
-                    "key events (and labels) by model so that each model stays on one "
-                    "partition",
-                    model,
-                    partition,
-                    owner,
-                )
-
-    def start(self) -> None:
-        """Start the online learners' threads."""
-        for learner in self.learners.values():
-            learner.start()
-
-    def stop(self) -> None:
-        for learner in self.learners.values():
-            learner.stop()
-
+    # -- stage 1: the event loop --------------------------------------------------------
     def decode(
-        self, values: Sequence[bytes | None], partitions: Sequence[int] | None = None
-    ) -> tuple[dict[str, ModelBatch], list[Rejected]]:
-        """Stage 1 (event loop): bytes to per-model columns; rejections are counted, and
-        each model is claimed by the partition its events come from (``partitions[i]`` is
-        the partition of ``values[i]``; all 0 when not given)."""
-        batches, rejected = self.decoder.decode(values)
-        for r in rejected:
-            self._count(r, partitions)
-        for model, batch in batches.items():
-            if partitions is None:
-                self.claim(model, 0)
-            else:
-                for p, n in Counter(partitions[i] for i in batch.index).items():
-                    self.claim(model, p, n)
-        return batches, rejected
+        self,
+        values: Sequence[bytes | None],
+        partitions: Sequence[int] | None = None,
+        record_ts: Sequence[float] | None = None,
+        label_values: Sequence[bytes | None] = (),
+        label_partitions: Sequence[int] | None = None,
+        label_ts: Sequence[float] | None = None,
+    ) -> Decoded:
+        """Bytes to per-model columns, label events and rejections; changes no state."""
+        batches, rejected = self.decoder.decode(values, record_ts)
+        labels, label_rejected = (
+            decode_labels(
+                label_values,
+                self.models,
+                self.max_record_bytes,
+                record_ts=label_ts,
+                now=self.clock(),
+                max_future_s=self.max_future_s,
+            )
+            if label_values
+            else ([], [])
+        )
+        return Decoded(
+            batches,
+            rejected,
+            [0] * len(values) if partitions is None else partitions,
+            labels,
+            label_rejected,
+            [0] * len(label_values) if label_partitions is None else label_partitions,
+        )
 
-    def decode_labels(
-        self, values: Sequence[bytes | None], partitions: Sequence[int] | None = None
-    ) -> tuple[list[LabelEvent], list[Rejected]]:
-        """Stage 1 for the labels topic."""
-        labels, rejected = decode_labels(values, self.monitors, self.config.kafka.max_record_bytes)
-        for r in rejected:
-            self._count(r, partitions)
-        return labels, rejected
-
-    def _count(self, rejected: Rejected, partitions: Sequence[int] | None) -> None:
-        p = 0 if partitions is None else partitions[rejected.index]
-        self.rejected_by.setdefault(p, Counter())[rejected.reason] += 1
-
-    def detect(
-        self, batches: dict[str, ModelBatch], labels: Sequence[LabelEvent] = ()
-    ) -> list[Alert]:
-        """Stage 2: detectors, the label join, performance and the alert policy. The daemon
-        runs it in one worker thread (the numba kernels release the GIL) while the event
-        loop decodes the next batch; it is the only writer of all this state."""
+    # -- stage 2: the worker thread -----------------------------------------------------
+    def detect(self, decoded: Decoded) -> Detected:
+        """Count, detect, join, alert; then publish a fresh status."""
         start = time.perf_counter()
+        for r in decoded.rejected:
+            self._count(r, decoded.partitions)
+        for r in decoded.label_rejected:
+            self._count(r, decoded.label_partitions)
         alerts: list[Alert] = []
+        failed: list[Rejected] = []
         pairs: dict[str, list[tuple[Any, Any, float, Any]]] = {}
-        # Without a labels topic, labels can only come inline: nothing waits for one.
-        buffered = self.config.kafka.labels_topic is not None
-        for model, batch in batches.items():
-            mon = self.monitors[model]
-            first = mon.events
-            detections = mon.process(batch, on_ready=_announce)
-            alerts += self.policy.process(mon, detections, first, batch.ts)
-            if batch.ts and batch.ts[-1] == batch.ts[-1]:  # not NaN
-                self.last_ts[model] = batch.ts[-1]
-            join, got = self.joins[model], pairs.setdefault(model, [])
-            feats = _rows(mon, batch) if model in self.learners else [None] * len(batch)
-            for pid, pred, label, ts, x in zip(
-                batch.ids, batch.predictions, batch.labels, batch.ts, feats, strict=True
-            ):
-                if label is not None and pred is not None:
-                    got.append((pred, label, ts, x))  # labelled at once
-                elif buffered and pid is not None and pred is not None:
-                    # Waiting for its label: keep a copy, not a view into the whole batch.
-                    early = join.expect(pid, pred, ts, None if x is None else (x[0].copy(), x[1]))
-                    if early is not None:  # its label came first
-                        got.append((pred, early.label, early.ts, x))
-        for lab in labels:
-            found = self.joins[lab.model].label(lab.id, lab.label, lab.ts)
+        for model, batch in decoded.batches.items():
+            state = self.models[model]
+            try:
+                self._claim(state, batch, decoded.partitions)
+                alerts += self._observe(state, batch, pairs.setdefault(model, []))
+            except Exception as exc:  # a bug: these records are rejected, nothing stops
+                self.internal_errors += 1
+                self._throttle.exception("internal error processing model %s's batch", model)
+                for i in batch.index:
+                    failed.append(internal_error(i, exc))
+                    self._count(failed[-1], decoded.partitions)
+        for lab in decoded.labels:
+            found = self.models[lab.model].join.label(lab.id, lab.label, lab.ts)
             if found is not None:
                 pairs.setdefault(lab.model, []).append(
                     (found.prediction, lab.label, lab.ts, found.features)
                 )
         for model, got in pairs.items():
-            perf = self.performance[model]
-            known = perf.task
-            drifts = perf.add([(pred, label, ts) for pred, label, ts, _ in got])
-            if known is None and perf.task is not None:
-                log.info(
-                    "model %s: task inferred from its first labels: %s (set "
-                    "models.%s.task to fix it)",
-                    model,
-                    perf.task,
-                    model,
-                )
-            learner = self.learners.get(model)
-            adaptation = None
-            if learner is not None:
-                rows = [(x, label) for _, label, _, x in got if x is not None]
-                if rows:
-                    learner.submit(
-                        (
-                            np.array([x[0] for x, _ in rows]),
-                            [x[1] for x, _ in rows],
-                            [label for _, label in rows],
-                        )
-                    )
-                for d in drifts:
-                    adaptation = learner.adapt(d.change_at)
-            alerts += self.policy.concept(self.monitors[model], perf, drifts, adaptation)
+            if got:
+                try:
+                    alerts += self._labelled(self.models[model], got)
+                except Exception:
+                    self.internal_errors += 1
+                    self._throttle.exception("internal error scoring model %s's labels", model)
         self.batches += 1
         self.processing_seconds += time.perf_counter() - start
+        self.publish(decoded.batches.keys() | pairs.keys())
+        return Detected(alerts, failed)
+
+    def _observe(
+        self, state: ModelState, batch: ModelBatch, got: list[tuple[Any, Any, float, Any]]
+    ) -> list[Alert]:
+        """One model's batch: detectors and the policy, then the label join."""
+        detections, view = state.monitor.process(batch, on_ready=_announce)
+        alerts = [] if view is None else state.policy.features(state.alerts, detections, view)
+        last = batch.ts[-1] if batch.ts else math.nan
+        if last == last:
+            state.last_ts = last
+        # Without a labels topic, labels can only come inline: nothing waits for one.
+        buffered = state.plan.labels_topic
+        learner = self.learners.get(state.name)
+        feats = _rows(state.monitor, batch) if learner is not None else [None] * len(batch)
+        join = state.join
+        for pid, pred, label, ts, x in zip(
+            batch.ids, batch.predictions, batch.labels, batch.ts, feats, strict=True
+        ):
+            if label is not None and pred is not None:
+                got.append((pred, label, ts, x))  # labelled at once
+            elif buffered and pid is not None and pred is not None:
+                # Waiting for its label: keep a copy, not a view into the whole batch.
+                early = join.expect(pid, pred, ts, None if x is None else (x[0].copy(), x[1]))
+                if early is not None:  # its label came first
+                    got.append((pred, early.label, early.ts, x))
         return alerts
 
-    async def emit(self, alerts: list[Alert]) -> None:
-        """Stage 3 (event loop): hand alerts to every sink; a broken sink stops nothing."""
-        if not alerts:
-            return
-        for sink in self.sinks:
-            try:
-                await sink.emit(alerts)
-            except Exception:
-                log.exception("sink %s failed to accept %d alert(s)", sink.name, len(alerts))
+    def _labelled(self, state: ModelState, got: list[tuple[Any, Any, float, Any]]) -> list[Alert]:
+        perf = state.performance
+        known = perf.task
+        first = perf.n
+        drifts = perf.add([(pred, label, ts) for pred, label, ts, _ in got])
+        if known is None and perf.task is not None:
+            log.info(
+                "model %s: task inferred from its first labels: %s (set models.%s.task to fix it)",
+                state.name,
+                perf.task,
+                state.name,
+            )
+        learner = self.learners.get(state.name)
+        adaptation = None
+        if learner is not None:
+            rows = [(x, label) for _, label, _, x in got if x is not None]
+            if rows:
+                learner.submit(
+                    (
+                        np.array([x[0] for x, _ in rows]),
+                        [x[1] for x, _ in rows],
+                        [label for _, label in rows],
+                    )
+                )
+            for d in drifts:
+                adaptation = learner.adapt(d.change_at)
 
+        def pair_ts(i: int) -> float:
+            k = i - first
+            return got[k][2] if 0 <= k < len(got) else math.nan
+
+        return state.policy.concept(state.alerts, drifts, perf.n, pair_ts, adaptation)
+
+    def _count(self, rejected: Rejected, partitions: Sequence[int]) -> None:
+        p = partitions[rejected.index] if rejected.index < len(partitions) else 0
+        self.rejected_by.setdefault(p, Counter())[rejected.reason] += 1
+
+    def _claim(self, state: ModelState, batch: ModelBatch, partitions: Sequence[int]) -> None:
+        """Note where a model's events come from: its state belongs to the first partition
+        it is seen on. Producers must key events by model (one model, one partition);
+        events of a model read from another partition are still processed but counted and
+        warned about once, since in a group they may reach another instance."""
+        seen = (
+            Counter(partitions[i] for i in batch.index) if partitions else Counter({0: len(batch)})
+        )
+        if state.partition is None:
+            state.partition = min(seen)
+        for p, n in seen.items():
+            if p == state.partition:
+                continue
+            self.misrouted += n
+            if (state.name, p) not in self._warned:
+                self._warned.add((state.name, p))
+                log.warning(
+                    "model %s: events on partition %d, but its state lives with partition %d; "
+                    "key events (and labels) by model so that each model stays on one partition",
+                    state.name,
+                    p,
+                    state.partition,
+                )
+
+    # -- state, one partition at a time (worker thread) ------------------------------------
+    def models_of(self, partition: int) -> list[str]:
+        return sorted(m for m, s in self.models.items() if s.partition == partition)
+
+    def export(self, partition: int) -> dict[str, Any]:
+        """Plain data of everything the partition's future output depends on: its models'
+        states and its rejection counts (the learners' models are added by the caller)."""
+        return {
+            "partition": partition,
+            "models": {m: self.models[m].export_state() for m in self.models_of(partition)},
+            "rejected": dict(self.rejected_by.get(partition, {})),
+        }
+
+    def restore(self, partition: int, state: Mapping[str, Any]) -> list[str]:
+        """Continue the partition from :meth:`export` as if never stopped. A model whose
+        saved state cannot be used (another plan, an unknown model) starts afresh, logged;
+        returns the models restored."""
+        self.drop(partition)
+        restored = []
+        for m, saved in state["models"].items():
+            if m not in self.plans:
+                log.error(
+                    "checkpoint of partition %d holds model %s, not configured: left out",
+                    partition,
+                    m,
+                )
+                continue
+            try:
+                self.models[m] = ModelState.from_state(self.plans[m], saved)
+            except CheckpointError as exc:
+                log.error(
+                    "partition %d: %s; model %s starts afresh (its reference warms up again)",
+                    partition,
+                    exc,
+                    m,
+                )
+                continue
+            self.models[m].partition = partition
+            restored.append(m)
+        self.rejected_by[partition] = Counter(state["rejected"])
+        self.publish(restored)
+        return restored
+
+    def drop(self, partition: int) -> None:
+        """Forget the partition (given up, or about to be restored): its models start
+        afresh, as if never seen."""
+        gone = self.models_of(partition)
+        for m in gone:
+            self.models[m] = ModelState(self.plans[m])
+        self.rejected_by.pop(partition, None)
+        self.publish(gone)
+
+    def publish(self, touched: Any = None) -> None:
+        """Build and publish the status (models in ``touched`` again, all when None)."""
+        names = self.models.keys() if touched is None else touched
+        for m in names:
+            learner = self.learners.get(m)
+            self._statuses[m] = model_status(
+                self.models[m], None if learner is None else learner.status()
+            )
+        for m, learner in self.learners.items():  # the learners move on by themselves
+            status = learner.status()
+            if self._statuses[m].learner != status:
+                self._statuses[m] = _replace_learner(self._statuses[m], status)
+        rejected: Counter[str] = Counter()
+        for counts in self.rejected_by.values():
+            rejected.update(counts)
+        self.status = PipelineStatus(
+            dict(self._statuses),
+            dict(rejected),
+            self.misrouted,
+            self.batches,
+            self.processing_seconds,
+            self.internal_errors,
+        )
+
+    # -- all three stages, for tests and simple embedding ------------------------------------
     async def process(
         self, values: Sequence[bytes | None], label_values: Sequence[bytes | None] = ()
     ) -> BatchOutcome:
-        """All three stages, one after the other (for tests and simple embedding)."""
-        batches, rejected = self.decode(values)
-        labels, label_rejected = self.decode_labels(label_values)
-        alerts = self.detect(batches, labels)
-        await self.emit(alerts)
+        decoded = self.decode(values, label_values=label_values)
+        detected = self.detect(decoded)
+        for sink in self.sinks:
+            await sink.emit(detected.alerts)
+        accepted = sum(len(b) for b in decoded.batches.values()) - len(detected.failed)
         return BatchOutcome(
-            sum(len(b) for b in batches.values()), rejected + label_rejected, alerts
+            accepted, decoded.rejected + detected.failed + decoded.label_rejected, detected.alerts
         )
+
+
+def _replace_learner(status: ModelStatus, learner: LearnerStatus) -> ModelStatus:
+    from dataclasses import replace
+
+    return replace(status, learner=learner)
 
 
 def _rows(mon: ModelMonitor, batch: ModelBatch) -> list[tuple[Any, tuple[Any, ...]]]:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .config import Config
 from .decode import ModelSchema
+from .plan import ModelPlan
 
 FORMAT = "driftline-reference"
 VERSION = 1
@@ -144,11 +144,10 @@ def _csv_value(v: str | None) -> Any:
         return v
 
 
-def build_reference(
-    config: Config, model: str, path: Path, sample: int, seed: int = 0
-) -> Reference:
-    """A reference for ``model`` from training data (a seeded sample of ``sample`` rows)."""
-    schema = ModelSchema(config, model)
+def build_reference(plan: ModelPlan, path: Path, sample: int, seed: int = 0) -> Reference:
+    """A reference for the model from training data (a seeded sample of ``sample`` rows)."""
+    model = plan.name
+    schema = ModelSchema(plan)
     rows = list(_rows_from_input(path))
     if not rows:
         raise ValueError(f"{path} holds no rows")
@@ -167,8 +166,8 @@ def build_reference(
     return Reference(model, batch.numeric, cats)
 
 
-def write_reference(ref: Reference, config: Config, out: Path) -> None:
-    out.write_bytes(ref.to_json(ModelSchema(config, ref.model)))
+def write_reference(ref: Reference, plan: ModelPlan, out: Path) -> None:
+    out.write_bytes(ref.to_json(ModelSchema(plan)))
 
 
 def describe(ref: Reference, schema: ModelSchema) -> str:

@@ -19,7 +19,6 @@ Alertmanager resolves an alert by itself when it is not re-sent within its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -88,8 +87,10 @@ class AlertmanagerSink:
         resend_interval_s: float = 60.0,
         timeout_s: float = 5.0,
         headers: dict[str, str] | None = None,
+        sleep: Any = asyncio.sleep,
     ) -> None:
         self.name = name
+        self._sleep = sleep
         self.endpoint = url.rstrip("/") + "/api/v2/alerts"
         self.resend_interval_s = resend_interval_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -103,9 +104,15 @@ class AlertmanagerSink:
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        if self.path is not None and self.path.exists():
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+        if self.path is not None and self.path.exists() and not self.firing:
+            try:
                 self.firing = orjson.loads(self.path.read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                log.error(
+                    "cannot read %s (%s): the firing alerts are re-sent once they fire again",
+                    self.path,
+                    exc,
+                )
         if self._task is None:
             self._task = asyncio.create_task(self._resend(), name=f"resend-{self.name}")
 
@@ -128,16 +135,23 @@ class AlertmanagerSink:
         self._save()
 
     def _save(self) -> None:
+        """Keep the firing set for the next start (atomically, fsynced)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(orjson.dumps(self.firing))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with tmp.open("wb") as fh:
+                fh.write(orjson.dumps(self.firing))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("cannot save the firing alerts to %s (%s)", self.path, exc)
 
     async def _resend(self) -> None:
         while True:
-            await asyncio.sleep(self.resend_interval_s)
+            await self._sleep(self.resend_interval_s)
             if not self.firing:
                 continue
             try:
@@ -145,6 +159,9 @@ class AlertmanagerSink:
             except DeliveryError as exc:
                 self._stats.failures[exc.reason] += 1
                 log.warning("re-sending %d firing alert(s) failed: %s", len(self.firing), exc)
+            except Exception:  # never let the re-sending stop for good
+                self._stats.failures["other"] += 1
+                log.exception("re-sending %d firing alert(s) crashed", len(self.firing))
 
     async def flush(self, timeout: float) -> bool:
         return True

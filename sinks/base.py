@@ -68,6 +68,11 @@ class DeliveryError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
 
+    @property
+    def retriable(self) -> bool:
+        """``retryable`` under aiokafka's name, which driftline's error policy reads."""
+        return self.retryable
+
 
 @dataclass
 class SinkStats:
@@ -80,6 +85,7 @@ class SinkStats:
     deduplicated: int = 0
     outbox_depth: int = 0
     outbox_dropped: int = 0
+    outbox_write_failures: int = 0  # appends that failed: those alerts are in memory only
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +96,7 @@ class SinkStats:
             "deduplicated": self.deduplicated,
             "outbox_depth": self.outbox_depth,
             "outbox_dropped": self.outbox_dropped,
+            "outbox_write_failures": self.outbox_write_failures,
         }
 
 

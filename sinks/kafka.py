@@ -1,8 +1,11 @@
 """Kafka sink: each alert as one JSON record on an alerts topic, keyed by model (so one
-model's alerts stay in order on one partition), acknowledged by all in-sync replicas."""
+model's alerts stay in order on one partition), acknowledged by all in-sync replicas. A
+broker that cannot be reached (at start or later) is a retryable delivery failure: the
+outbox keeps the alerts and tries again."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +32,9 @@ class KafkaSink:
         producer = AIOKafkaProducer(acks="all", **self.client)
         try:
             await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
             raise DeliveryError(
                 "kafka", f"kafka sink: {type(exc).__name__}", retryable=True
             ) from None

@@ -18,6 +18,14 @@ While the receiver fails, the outbox retries the oldest pending batch with growi
 (1 s doubling to 60 s), after the inner sink's own retries; a refusal that cannot succeed
 later (a 4xx other than 408/429) drops that batch, logged and counted. Without a directory
 the outbox keeps its queue in memory: the same behaviour, minus surviving a restart.
+
+Faults: an append that fails (a full or broken disk) keeps the alerts in memory, counted
+(``driftline_outbox_write_failures_total``) and logged; until the file can be rewritten,
+``flush`` waits for delivery instead of answering at once (so a checkpoint is not taken
+over alerts that would not survive a crash). The transport is started by the delivery
+task (a Kafka sink whose broker is down at start only delays delivery). A delivery task
+that dies is reported by :meth:`Outbox.check` and started again by :meth:`Outbox.restart`
+(the daemon's supervisor does both).
 """
 
 from __future__ import annotations
@@ -165,32 +173,56 @@ class Outbox(Wrapper):
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._degraded = False  # an append failed: the file lacks some pending alerts
 
     @property
     def durable(self) -> bool:
         return self.file.path is not None
 
     async def start(self) -> None:
-        await self.inner.start()
-        self.pending = self.file.replay()
+        try:
+            self.pending = self.file.replay()
+        except OSError as exc:
+            log.error(
+                "sink %s: cannot read the outbox %s (%s); starting empty",
+                self.name,
+                self.file.path,
+                exc,
+            )
         if self.pending:
             log.info(
                 "sink %s: %d alert(s) from the outbox to deliver", self.name, len(self.pending)
             )
         self._sync_depth()
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name=f"outbox-{self.name}")
+
+    def check(self) -> str | None:
+        """Why the delivery task is not running (None while it runs)."""
+        task = self._task
+        if task is None or self._closing or not task.done():
+            return None
+        exc = None if task.cancelled() else task.exception()
+        return "delivery task stopped" if exc is None else f"delivery task died: {exc!r}"
+
+    async def restart(self) -> None:
+        """Start the delivery task again (its alerts are still pending)."""
+        if self._task is not None and not self._task.done():
+            return
         self._task = asyncio.create_task(self._run(), name=f"outbox-{self.name}")
 
     async def emit(self, alerts: Sequence[AlertLike]) -> None:
         if not alerts:
             return
         dicts = [a.to_dict() for a in alerts]
-        self.file.accepted(dicts)
         for d in dicts:
             self.pending[_key(d)] = d
+        self._append(dicts)
         over = len(self.pending) - self.max_alerts
         if over > 0:
             dropped = [self.pending.popitem(last=False)[0] for _ in range(over)]
-            self.file.done(dropped)
+            self._write(lambda: self.file.done(dropped))
             st = self.stats()
             st.outbox_dropped += over
             st.failures["overflow"] += over
@@ -204,10 +236,46 @@ class Outbox(Wrapper):
         self._idle.clear()
         self._wake.set()
 
+    def _append(self, dicts: list[dict[str, Any]]) -> None:
+        if self._degraded:  # the file missed some appends: rewrite it whole first
+            if self._write(lambda: self.file.rewrite(self.pending)):
+                self._degraded = False
+                log.info("sink %s: the outbox is on disk again", self.name)
+            return
+        if not self._write(lambda: self.file.accepted(dicts)):
+            self._degraded = True
+
+    def _write(self, op: Any) -> bool:
+        """Run a file operation; a failure is counted and logged, the alerts stay in
+        memory."""
+        try:
+            op()
+            return True
+        except OSError as exc:
+            self.stats().outbox_write_failures += 1
+            log.error(
+                "sink %s: cannot write the outbox %s (%s); its alerts are kept in memory "
+                "until the disk works again",
+                self.name,
+                self.file.path,
+                exc,
+            )
+            return False
+
     def _sync_depth(self) -> None:
         self.stats().outbox_depth = len(self.pending)
 
     async def _run(self) -> None:
+        pause = self.pause_s
+        while True:  # the transport first (a broker or receiver may be away at start)
+            try:
+                await self.inner.start()
+                break
+            except Exception as exc:
+                log.error("sink %s: cannot start (%s); retrying in %.0f s", self.name, exc, pause)
+                self.stats().failures[getattr(exc, "reason", "other")] += 1
+                await asyncio.sleep(pause)
+                pause = min(self.pause_cap_s, pause * 2)
         pause = self.pause_s
         while True:
             if not self.pending:
@@ -249,15 +317,24 @@ class Outbox(Wrapper):
             pause = self.pause_s
             for k in keys:
                 self.pending.pop(k, None)
-            self.file.done(keys)
-            if self.file.lines > 1000 and self.file.lines > 4 * len(self.pending):
-                self.file.rewrite(self.pending)
+            done = not self._degraded and self._write(lambda keys=keys: self.file.done(keys))
+            if done and self.file.lines > 1000 and self.file.lines > 4 * len(self.pending):
+                self._write(lambda: self.file.rewrite(self.pending))
             self._sync_depth()
 
     async def flush(self, timeout: float) -> bool:
-        """Durable: everything emitted is on disk already. In memory: wait for delivery."""
-        if self.durable:
+        """Durable: everything emitted is on disk already. In memory (or while the disk
+        fails): wait for delivery."""
+        if self.durable and not self._degraded:
             return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._idle.wait()), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything emitted so far is delivered (or refused)."""
         try:
             await asyncio.wait_for(asyncio.shield(self._idle.wait()), timeout)
             return True
@@ -266,6 +343,7 @@ class Outbox(Wrapper):
 
     async def close(self, timeout: float = 5.0) -> None:
         """Deliver what is pending within ``timeout``; what is left stays in the outbox."""
+        self._closing = True
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._idle.wait()), timeout)

@@ -78,7 +78,14 @@ def produce(
     asyncio.run(go())
 
 
+def accepted(daemon: Any, model: str = "credit-v1") -> int:
+    """Events a running daemon has accepted for ``model`` (from its status snapshot)."""
+    return int(daemon.snapshot().pipeline.models[model].events)
+
+
 def daemon_config(bootstrap: str, topic: str, **over: Any) -> dict[str, Any]:
+    """A daemon configuration for tests; state is memory-only unless ``state=`` says
+    otherwise (the default data directory would be the working directory's)."""
     doc: dict[str, Any] = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -99,6 +106,7 @@ def daemon_config(bootstrap: str, topic: str, **over: Any) -> dict[str, Any]:
             }
         },
         "sinks": [],
+        "state": {"memory_only": True},
     }
     for key, value in over.items():
         doc[key] = value

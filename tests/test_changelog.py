@@ -11,7 +11,8 @@ from aiokafka import AIOKafkaProducer
 
 from monitor.broker import EmbeddedBroker
 from monitor.changelog import HEADER, ChangelogStore
-from monitor.checkpoint import CheckpointError, encode
+from monitor.codec import decode_first, encode
+from monitor.errors import CheckpointError
 
 
 def store(broker: EmbeddedBroker, topic: str, chunk: int = 1024) -> ChangelogStore:
@@ -39,9 +40,9 @@ def test_the_last_checkpoint_per_key_is_restored_by_a_fresh_reader(
         await reader.start()
         try:
             for name, expected in blobs.items():
-                found = await reader.get(name)
+                found = decode_first(await reader.get(name))
                 assert found is not None and found[0] == expected
-            assert await reader.get(f"g/{topic}/9") is None
+            assert await reader.get(f"g/{topic}/9") == []
         finally:
             await reader.stop()
 
@@ -57,10 +58,10 @@ def test_a_reader_sees_checkpoints_written_after_it_started(
         await b.start()
         try:
             await a.put("k", encode({"v": 1}))
-            found = await b.get("k")
+            found = decode_first(await b.get("k"))
             assert found is not None and found[0] == {"v": 1}
             await a.put("k", encode({"v": 2}))
-            found = await b.get("k")
+            found = decode_first(await b.get("k"))
             assert found is not None and found[0] == {"v": 2}
         finally:
             await a.stop()
@@ -91,20 +92,20 @@ def test_corrupt_and_incomplete_checkpoints_fall_back_to_the_previous(
             bad = good[:-5] + bytes(b ^ 0xFF for b in good[-5:])
             await _raw(broker.bootstrap, s.topic, b"k", bad, "x-1:0:1")
             with caplog.at_level(logging.ERROR, logger="driftline.checkpoint"):
-                found = await s.get("k")
+                found = decode_first(await s.get("k"))
             assert found is not None and found[0] == {"v": "good"}
             assert "checksum mismatch" in caplog.text and "previous" in caplog.text
             # A checkpoint cut short (chunk 1 of 2 never written) is never assembled.
             await s.put("k", encode({"v": "latest"}))
             await _raw(broker.bootstrap, s.topic, b"k", b"half", "y-1:0:2")
-            found = await s.get("k")
+            found = decode_first(await s.get("k"))
             assert found is not None and found[0] == {"v": "latest"}
             # A checkpoint of another format version is refused, never misread.
             future = bytearray(encode({"v": "future"}))
             future[21:23] = (9).to_bytes(2, "big")
             await _raw(broker.bootstrap, s.topic, b"k", bytes(future), "z-1:0:1")
             with pytest.raises(CheckpointError, match="version 9 is not supported"):
-                await s.get("k")
+                decode_first(await s.get("k"))
         finally:
             await s.stop()
 

@@ -39,7 +39,7 @@ def event(**over: object) -> bytes:
 
 
 def test_the_contract_example_decodes() -> None:
-    batches, rejected = Decoder(CONFIG).decode([event()])
+    batches, rejected = Decoder.of(CONFIG).decode([event()])
     assert rejected == []
     b = batches["credit-v1"]
     assert b.numeric.tolist() == [[52000.0, 41.0, 0.83]]
@@ -80,7 +80,7 @@ def test_the_contract_example_decodes() -> None:
     ],
 )
 def test_unusable_envelopes_are_rejected_with_a_reason(raw: bytes | None, reason: str) -> None:
-    batches, rejected = Decoder(CONFIG).decode([event(), raw, event()])
+    batches, rejected = Decoder.of(CONFIG).decode([event(), raw, event()])
     assert [(r.index, r.reason) for r in rejected] == [(1, reason)]
     assert rejected[0].detail
     assert batches["credit-v1"].index == [0, 2]
@@ -96,7 +96,7 @@ def test_odd_feature_values_are_data_quality_not_rejections() -> None:
         b'{"model": "credit-v1", "features": {"salary": ' + b"9" * 400 + b', "age": 1e-320,'
         b' "elevel": ' + b"7" * 30 + b"}, " + b'"prediction": {"p": 1}}',
     ]
-    batches, rejected = Decoder(CONFIG).decode(values)
+    batches, rejected = Decoder.of(CONFIG).decode(values)
     assert rejected == []
     b = batches["credit-v1"]
     assert np.isnan(b.numeric[0, 0]) and np.isnan(b.numeric[1, 1])
@@ -118,8 +118,8 @@ def test_fast_and_slow_numeric_paths_agree() -> None:
         event(features={"salary": float(v), "age": 30, "elevel": "1"}) for v in rng.normal(size=50)
     ]
     dirty = [*clean, event(features={"salary": "x", "age": 30, "elevel": "1"})]
-    fast = Decoder(CONFIG).decode(clean)[0]["credit-v1"]
-    slow = Decoder(CONFIG).decode(dirty)[0]["credit-v1"]
+    fast = Decoder.of(CONFIG).decode(clean)[0]["credit-v1"]
+    slow = Decoder.of(CONFIG).decode(dirty)[0]["credit-v1"]
     assert np.array_equal(fast.numeric, slow.numeric[:50])
     assert fast.missing.tolist() == slow.missing.tolist() == [0, 0, 0, 0]
 
@@ -139,18 +139,18 @@ def test_timestamps_in_any_unit_and_rfc3339_variants_are_the_same_instant() -> N
         "2025-11-26T12:00:00.000000000Z",
         str(second * 1000),
     ]
-    batches, rejected = Decoder(CONFIG).decode([event(ts=f) for f in forms])
+    batches, rejected = Decoder.of(CONFIG).decode([event(ts=f) for f in forms])
     assert rejected == []
     assert batches["credit-v1"].ts == [float(second)] * len(forms)
 
 
 def test_an_absent_ts_takes_the_record_timestamp() -> None:
-    batches, _ = Decoder(CONFIG).decode([event(ts=None), event(ts=None)], [1.7e9, math.nan])
+    batches, _ = Decoder.of(CONFIG).decode([event(ts=None), event(ts=None)], [1.7e9, math.nan])
     ts = batches["credit-v1"].ts
     assert ts[0] == 1.7e9 and math.isnan(ts[1])
 
 
 def test_integer_ids_are_ids() -> None:
     big = event().replace(b'"0f8e"', str(2**80).encode())
-    batches, rejected = Decoder(CONFIG).decode([event(id=17), big])
+    batches, rejected = Decoder.of(CONFIG).decode([event(id=17), big])
     assert rejected == [] and batches["credit-v1"].ids == ["17", str(2**80)]

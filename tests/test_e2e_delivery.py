@@ -22,10 +22,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from monitor.broker import EmbeddedBroker, create_topics_sync, free_port
+from monitor.build import build
 from monitor.config import parse_config
 from monitor.daemon import Daemon
 
-from .conftest import WebhookReceiver, daemon_config, loan_events, produce
+from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
 from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config
 from .test_sinks import verify_snippet
 
@@ -113,7 +114,7 @@ def test_alertmanager_receives_firing_then_resolved(
 ) -> None:
     produce(broker.bootstrap, topic, episode_stream())
     sinks = [{"type": "alertmanager", "url": f"http://127.0.0.1:{alertmanager.port}"}]
-    daemon = Daemon(parse_config(daemon_config(broker.bootstrap, topic, sinks=sinks), env={}))
+    daemon = build(parse_config(daemon_config(broker.bootstrap, topic, sinks=sinks), env={}))
 
     def resolved_salary() -> bool:
         return any(
@@ -127,7 +128,7 @@ def test_alertmanager_receives_firing_then_resolved(
             await asyncio.sleep(0.2)
 
     asyncio.run(
-        run_until(daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 9000,
+        run_until(daemon, lambda: accepted(daemon) >= 9000,
                   then=wait_for_delivery)
     )  # fmt: skip
     salary = [a for a in receiver.alerts if a["labels"].get("feature") == "salary"]
@@ -146,7 +147,7 @@ def test_prometheus_scrapes_the_drift_score(
     produce(broker.bootstrap, topic, loan_events(4000, drift_at=2000))
     doc = daemon_config(broker.bootstrap, topic)
     doc["http"]["port"] = free_port()
-    daemon = Daemon(parse_config(doc, env={}))
+    daemon = build(parse_config(doc, env={}))
     conf = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
@@ -182,7 +183,7 @@ def test_prometheus_scrapes_the_drift_score(
 
     try:
         result = asyncio.run(
-            run_until(daemon, lambda: daemon.pipeline.monitors["credit-v1"].events >= 4000,
+            run_until(daemon, lambda: accepted(daemon) >= 4000,
                       then=ask, timeout=90)
         )  # fmt: skip
     finally:
@@ -298,18 +299,18 @@ def test_the_kafka_sink_writes_alerts_keyed_by_model(broker: EmbeddedBroker, top
     alerts_topic = f"{topic}.alerts"
     create_topics_sync(broker.bootstrap, [alerts_topic])
     sinks = [{"type": "kafka", "topic": alerts_topic}]
-    daemon = Daemon(parse_config(daemon_config(broker.bootstrap, topic, sinks=sinks), env={}))
+    daemon = build(parse_config(daemon_config(broker.bootstrap, topic, sinks=sinks), env={}))
     asyncio.run(
         run_until(
             daemon,
             lambda: (
-                daemon.pipeline.monitors["credit-v1"].events >= 5000
-                and daemon.pipeline.sinks[0].stats().sent > 0
-                and daemon.pipeline.sinks[0].stats().outbox_depth == 0
+                accepted(daemon) >= 5000
+                and daemon.sinks[0].stats().sent > 0
+                and daemon.sinks[0].stats().outbox_depth == 0
             ),
         )
     )
-    sent = daemon.pipeline.sinks[0].stats().sent
+    sent = daemon.sinks[0].stats().sent
 
     async def read() -> list[Any]:
         consumer = AIOKafkaConsumer(

@@ -121,7 +121,7 @@ def check_batch(batch: ModelBatch, n_series: int) -> None:
 def test_any_bytes_are_accepted_or_rejected_with_a_reason_never_raised(
     raws: list[bytes | None],
 ) -> None:
-    decoder = Decoder(CONFIG, clock=lambda: NOW)
+    decoder = Decoder.of(CONFIG, clock=lambda: NOW)
     batches, rejected = decoder.decode(raws)
     accepted = sorted(i for b in batches.values() for i in b.index)
     assert sorted(accepted + [r.index for r in rejected]) == list(range(len(raws)))
@@ -146,7 +146,7 @@ def test_a_record_decodes_the_same_alone_in_a_batch_and_on_the_lenient_path(
 ) -> None:
     """The same values whether a record comes alone or with others, and whether it takes
     msgspec's typed path or the lenient one (forced by a feature key the model lacks)."""
-    decoder = Decoder(CONFIG, clock=lambda: NOW)
+    decoder = Decoder.of(CONFIG, clock=lambda: NOW)
     raws = [dump(d) for d in docs]
     lenient = [
         dump({**d, "features": {**d["features"], "undeclared": 1}})

@@ -13,9 +13,9 @@ from river.datasets import synth
 from monitor.config import parse_config
 from monitor.labels import JoinCounts, LabelJoin, Performance, change_point, infer_task
 from monitor.pipeline import Pipeline
+from sinks.testing import RecordingSink
 
 from .streams import random_cuts
-from .test_policy import RecordingSink
 
 
 def test_join_counts_joined_expired_and_orphans() -> None:
@@ -142,7 +142,7 @@ def events(with_labels: bool) -> tuple[list[bytes], list[bytes]]:
 @pytest.mark.parametrize("inline", [True, False])
 def test_concept_drift_alert_from_inline_or_delayed_labels(inline: bool) -> None:
     sink = RecordingSink()
-    pipe = Pipeline(parse_config(config(inline), env={}), [sink])
+    pipe = Pipeline.of(parse_config(config(inline), env={}), [sink])
     preds, labels = events(with_labels=inline)
 
     async def go() -> None:
@@ -160,9 +160,9 @@ def test_concept_drift_alert_from_inline_or_delayed_labels(inline: bool) -> None
     assert a.error_before is not None and a.error_after is not None
     assert a.error_before < a.error_after
     assert a.change_at is not None and abs(a.change_at - 5000) < 150
-    join = pipe.joins["sea"].counts
-    assert pipe.performance["sea"].n == 10000
-    assert (join.joined, join.orphan) == ((0, 0) if inline else (10000, 0))
+    perf = pipe.status.models["sea"].performance
+    assert perf.labelled == 10000
+    assert (perf.joined, perf.orphan) == ((0, 0) if inline else (10000, 0))
     assert all(a.feature is None for a in concept)
 
 

@@ -12,13 +12,14 @@ import orjson
 import pytest
 from river.datasets import synth
 
+from monitor.build import build, build_learners
 from monitor.config import parse_config
-from monitor.daemon import Daemon
 from monitor.learner import OnlineLearner, make_model, river_features
 from monitor.pipeline import Pipeline
+from monitor.plan import plan
 from monitor.source import MemorySource
-
-from .test_policy import RecordingSink
+from monitor.stores import LocalStore
+from sinks.testing import RecordingSink
 
 N_BEFORE, N_AFTER = 5000, 8000
 
@@ -62,15 +63,17 @@ def config(learner: str, http: bool = False, **extra: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("learner", ["logistic_regression", "hoeffding_adaptive_tree"])
 def test_concept_drift_is_caught_and_the_learner_recovers(learner: str) -> None:
     sink = RecordingSink()
-    pipe = Pipeline(parse_config(config(learner), env={}), [sink])
-    pipe.start()
+    plans = plan(parse_config(config(learner), env={}))
+    learners = build_learners(plans)
+    pipe = Pipeline(plans, learners=learners, sinks=[sink])
+    learners["sea"].start()
     try:
         values = sea_events()
         for lo in range(0, len(values), 1000):
             asyncio.run(pipe.process(values[lo : lo + 1000]))
-        pipe.learners["sea"].drain()
+        learners["sea"].drain()
     finally:
-        pipe.stop()
+        learners["sea"].stop()
     concept = [a for a in sink.alerts if a.detector == "concept_drift" and a.status == "firing"]
     assert concept, "no concept_drift alert"
     first = concept[0]
@@ -78,11 +81,12 @@ def test_concept_drift_is_caught_and_the_learner_recovers(learner: str) -> None:
     assert first.adaptation and learner in first.adaptation
     # The features never drift: no data-drift alert on them.
     assert not [a for a in sink.alerts if a.feature in ("x0", "x1", "x2")]
-    fixed = pipe.performance["sea"].metrics()["accuracy"]
-    online = pipe.learners["sea"].metrics()["accuracy"]
+    pipe.publish()
+    fixed = pipe.status.models["sea"].performance.metrics["accuracy"]
+    online = learners["sea"].metrics()["accuracy"]
     assert fixed is not None and online is not None
     assert online > fixed, (online, fixed)  # the last 1000 labels, all after the drift
-    assert pipe.learners["sea"].adaptations >= 1
+    assert learners["sea"].adaptations >= 1
 
 
 def test_river_features_and_learner_choices() -> None:
@@ -120,7 +124,7 @@ def test_a_full_backlog_drops_batches_instead_of_blocking() -> None:
     learner.start()
     learner.drain()
     assert learner.learned == 10 and learner.lag == 0
-    assert learner.predict({"x": 3.0})["learned"] == 10
+    assert asyncio.run(learner.predict({"x": 3.0}))["learned"] == 10
     learner.stop()
 
 
@@ -141,11 +145,11 @@ def post(port: int | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]
 def test_predict_endpoint_answers_and_refuses_bad_input() -> None:
     doc = config("logistic_regression", http=True)
     values = sea_events()[:3000]
-    daemon = Daemon(parse_config(doc, env={}), source=MemorySource(values), sinks=[])
+    daemon = build(parse_config(doc, env={}), source=MemorySource(values), sinks=[], store=None)
 
     async def go() -> dict[str, tuple[int, dict[str, Any]]]:
         task = asyncio.create_task(daemon.run())
-        while daemon.pipeline.learners["sea"].learned < 3000:
+        while daemon.parts.learners["sea"].learned < 3000:
             await asyncio.sleep(0.05)
         out = {}
         cases = {
@@ -185,21 +189,24 @@ def test_the_learner_is_checkpointed_with_its_partition_and_continues_exactly(
     values = sea_events()[:6000]
     probes = [{"x0": float(a), "x1": float(b), "x2": 5.0} for a in range(0, 10, 3) for b in (1, 8)]
 
-    def run(part: list[bytes], state: Any, resume: bool) -> list[dict[str, Any]]:
+    def run(part: list[bytes], state: Any) -> list[dict[str, Any]]:
         doc = config(learner, params={"seed": 3} if "tree" in learner else {})
         doc["state"] = {"path": str(state), "checkpoint_every_events": 10_000_000}
-        daemon = Daemon(parse_config(doc, env={}), source=MemorySource(part), sinks=[])
-        if resume:
-            daemon.source.position = 0  # type: ignore[attr-defined]
+        daemon = build(
+            parse_config(doc, env={}),
+            source=MemorySource(part),
+            sinks=[],
+            store=LocalStore(state),
+        )
 
         async def go() -> list[dict[str, Any]]:
             task = asyncio.create_task(daemon.run())
-            lrn = daemon.pipeline.learners["sea"]
+            lrn = daemon.parts.learners["sea"]
             # Finished batches (not merely counted ones): their pairs are with the learner.
-            while daemon._position.get(("memory", 0), 0) < len(part):
+            while daemon.snapshot().daemon.positions.get(("memory", 0), 0) < len(part):
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(lrn.drain)
-            answers = [await asyncio.to_thread(lrn.predict, p) for p in probes]
+            answers = [await lrn.predict(p) for p in probes]
             answers.append({"adaptations": lrn.adaptations, "dropped": lrn.dropped})
             daemon.request_stop()
             assert await task == 0
@@ -207,9 +214,9 @@ def test_the_learner_is_checkpointed_with_its_partition_and_continues_exactly(
 
         return asyncio.run(go())
 
-    whole = run(values, tmp_path / "a", resume=False)
-    run(values[:3000], tmp_path / "b", resume=False)  # stops cleanly: a final checkpoint
-    resumed = run(values, tmp_path / "b", resume=True)  # reads on from offset 3000
+    whole = run(values, tmp_path / "a")
+    run(values[:3000], tmp_path / "b")  # stops cleanly: a final checkpoint
+    resumed = run(values, tmp_path / "b")  # restored: reads on from offset 3000
     assert [a.get("learned") for a in whole[:-1]] == [6000] * len(probes)
     assert resumed[-1] == whole[-1]
     assert resumed == whole  # same model, same probabilities, same count of pairs learned

@@ -17,9 +17,9 @@ import yaml
 from monitor.config import parse_config
 from monitor.decode import ModelSchema
 from monitor.pipeline import Pipeline
+from monitor.plan import plan
 from monitor.reference import Reference, build_reference, read_reference_file
-
-from .test_policy import RecordingSink
+from sinks.testing import RecordingSink
 
 
 def config_doc(ref_file: Path | None = None) -> dict[str, object]:
@@ -57,8 +57,8 @@ def test_build_from_csv_and_jsonl_agree(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", rows)
     (tmp_path / "train.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
     cfg = parse_config(config_doc(), env={})
-    a = build_reference(cfg, "credit-v1", tmp_path / "train.csv", sample=1000)
-    b = build_reference(cfg, "credit-v1", tmp_path / "train.jsonl", sample=1000)
+    a = build_reference(plan(cfg)["credit-v1"], tmp_path / "train.csv", sample=1000)
+    b = build_reference(plan(cfg)["credit-v1"], tmp_path / "train.jsonl", sample=1000)
     assert a.numeric.shape == (1000, 3)
     assert np.allclose(a.numeric, b.numeric)
     assert a.categorical == b.categorical
@@ -66,7 +66,7 @@ def test_build_from_csv_and_jsonl_agree(tmp_path: Path) -> None:
 
 def test_round_trip_and_version_check(tmp_path: Path) -> None:
     cfg = parse_config(config_doc(), env={})
-    schema = ModelSchema(cfg, "credit-v1")
+    schema = ModelSchema(plan(cfg)["credit-v1"])
     ref = Reference("credit-v1", np.array([[1.0, np.nan, 0.5]] * 30), [["a"] * 30])
     path = tmp_path / "ref.json"
     path.write_bytes(ref.to_json(schema))
@@ -110,8 +110,8 @@ def test_cli_builds_a_file_the_daemon_uses_from_the_first_event(tmp_path: Path) 
 
     cfg = parse_config(config_doc(tmp_path / "ref.json"), env={})
     sink = RecordingSink()
-    pipe = Pipeline(cfg, [sink])
-    assert pipe.monitors["credit-v1"].ready  # no warm-up needed
+    pipe = Pipeline.of(cfg, [sink])
+    assert pipe.status.models["credit-v1"].reference_ready  # no warm-up needed
     rng = np.random.default_rng(1)
     events = [
         orjson.dumps(

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from monitor.build import build_sinks
 from monitor.config import load_config, parse_config
-from monitor.daemon import build_sinks
 from monitor.errors import ConfigError
 from sinks.alertmanager import to_alertmanager
 from sinks.base import AlertLike, DeliveryError, SinkStats, redact_url
@@ -135,7 +135,7 @@ def test_the_outbox_survives_a_crash_and_delivers_in_order(tmp_path: Path) -> No
         inner = Flaky()
         box = Outbox(inner, tmp_path)
         await box.start()
-        await asyncio.wait_for(box._idle.wait(), 5)
+        assert await box.wait_idle(5)
         await box.close()
         return inner
 
@@ -173,7 +173,7 @@ def test_a_refused_batch_leaves_the_outbox_and_is_counted(tmp_path: Path) -> Non
         await box.start()
         for i in (1, 2):
             await box.emit([A(i)])
-            await asyncio.wait_for(box._idle.wait(), 5)
+            assert await box.wait_idle(5)
         await box.close(1)
         return box
 
@@ -188,7 +188,7 @@ def test_compaction_keeps_only_what_is_pending(tmp_path: Path) -> None:
         await box.start()
         for i in range(700):
             await box.emit([A(i)])
-        await asyncio.wait_for(box._idle.wait(), 10)
+        assert await box.wait_idle(10)
         await box.close(1)
         return box
 
@@ -333,36 +333,132 @@ def test_a_plugin_sink_is_found_by_its_entry_point(
 
 
 def test_alertmanager_re_sends_firing_alerts_until_resolved(tmp_path: Path) -> None:
+    from aiohttp import web
+
     from sinks.alertmanager import AlertmanagerSink
 
     posts: list[list[str]] = []
 
+    async def receive(request: web.Request) -> web.Response:
+        posts.append([a["labels"]["alert_id"] for a in await request.json()])
+        return web.Response(text="ok")
+
+    async def until(check: Any, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not check():
+            assert asyncio.get_running_loop().time() < deadline, posts
+            await asyncio.sleep(0.01)
+
     async def go() -> None:
-        sink = AlertmanagerSink("http://127.0.0.1:1", directory=tmp_path, resend_interval_s=0.05)
-
-        async def post(alerts: list[dict[str, Any]]) -> None:
-            posts.append([a["labels"]["alert_id"] for a in alerts])
-
-        sink._post = post  # type: ignore[method-assign]
-        await sink.start()
-        await sink.emit([A(1), A(2)])
-        await asyncio.sleep(0.2)
-        assert len(posts) >= 3 and posts[-1] == ["dl-1", "dl-2"]  # re-sent while firing
-        again = AlertmanagerSink("http://127.0.0.1:1", directory=tmp_path)
-        await again.start()  # a restarted daemon knows what is firing
-        assert sorted(again.firing) == ["dl-1", "dl-2"]
-        await again.close()
-        await sink.emit([A(1, "resolved"), A(2, "resolved")])
-        posts.clear()
-        await asyncio.sleep(0.2)
-        assert posts == []  # nothing firing: nothing re-sent
-        await sink.close()
+        app = web.Application()
+        app.router.add_post("/api/v2/alerts", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            sink = AlertmanagerSink(url, directory=tmp_path, resend_interval_s=0.05)
+            await sink.start()
+            await sink.emit([A(1), A(2)])
+            await until(lambda: len(posts) >= 3)
+            assert posts[-1] == ["dl-1", "dl-2"]  # re-sent while firing
+            again = AlertmanagerSink(url, directory=tmp_path)
+            await again.start()  # a restarted daemon knows what is firing
+            assert sorted(again.firing) == ["dl-1", "dl-2"]
+            await again.close()
+            await sink.emit([A(1, "resolved"), A(2, "resolved")])
+            n = len(posts)
+            await asyncio.sleep(0.3)
+            assert len(posts) == n  # nothing firing: nothing re-sent
+            await sink.close()
+        finally:
+            await runner.cleanup()
 
     asyncio.run(go())
 
 
+def test_a_sink_whose_broker_is_down_at_start_delays_delivery_only(tmp_path: Path) -> None:
+    """A Kafka sink pointing at nothing: starting it does not fail, its alerts wait in the
+    outbox (on disk), and every failed attempt is counted."""
+    from monitor.broker import free_port
+    from sinks.kafka import KafkaSink
+
+    async def go() -> Outbox:
+        transport = KafkaSink(
+            "alerts", bootstrap_servers=f"127.0.0.1:{free_port()}", request_timeout_ms=500
+        )
+        box = assemble(transport, outbox_dir=tmp_path, retries=0)
+        box.pause_s = 0.05
+        await box.start()  # does not raise
+        await box.emit([A(1)])
+        assert await box.flush(0.01)  # durable on disk already
+        for _ in range(200):
+            if box.stats().failures.get("kafka", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await box.close(0.1)
+        return box
+
+    box = asyncio.run(go())
+    assert box.stats().failures["kafka"] >= 2 and box.stats().sent == 0
+    assert [k[0] for k in OutboxFile(tmp_path / "kafka.outbox").replay()] == ["dl-1"]
+
+
+class Fatal(BaseException):
+    """What no ``except Exception`` catches: it kills the task it is raised in."""
+
+
+def test_a_dead_delivery_task_is_reported_and_restarted(tmp_path: Path) -> None:
+    inner = Flaky()
+
+    async def go() -> None:
+        box = Outbox(inner, tmp_path)
+        await box.start()
+        assert box.check() is None
+        real = inner.emit
+
+        async def dies(alerts: Any) -> None:
+            raise Fatal("boom")
+
+        inner.emit = dies  # type: ignore[method-assign]
+        await box.emit([A(1)])
+        for _ in range(100):
+            if box.check() is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert "boom" in str(box.check())
+        inner.emit = real  # type: ignore[method-assign]
+        await box.restart()
+        assert await box.wait_idle(5) and box.check() is None
+        await box.close(1)
+
+    asyncio.run(go())
+    assert inner.delivered == [("dl-1", "firing")]
+
+
+def test_a_failing_disk_keeps_alerts_in_memory_and_says_so(tmp_path: Path) -> None:
+    inner = Flaky(fail=10**9, error=retryable())
+
+    async def go() -> Outbox:
+        box = Outbox(inner, tmp_path, pause_s=60)
+        await box.start()
+        box.file.accepted = lambda alerts: (_ for _ in ()).throw(OSError(28, "No space"))  # type: ignore[method-assign]
+        await box.emit([A(1)])
+        assert box.stats().outbox_write_failures == 1 and len(box.pending) == 1
+        assert not await box.flush(0.05)  # not safe: a checkpoint must wait
+        del box.file.accepted  # the disk works again: the next emit rewrites the file
+        await box.emit([A(2)])
+        assert await box.flush(0.01)
+        box.file.close()
+        return box
+
+    asyncio.run(go())
+    assert [k[0] for k in OutboxFile(tmp_path / "flaky.outbox").replay()] == ["dl-1", "dl-2"]
+
+
 def test_kafka_secrets_pass_through_and_stay_hidden() -> None:
-    from monitor.source import client_options
+    from monitor.kafka import client_options
 
     doc = {
         "kafka": {
@@ -389,7 +485,7 @@ def test_kafka_secrets_pass_through_and_stay_hidden() -> None:
 
 
 def test_kafka_tls_settings_build_an_ssl_context() -> None:
-    from monitor.source import client_options
+    from monitor.kafka import client_options
 
     ca = Path(__file__).parent / "data" / "test-ca.pem"  # a throwaway self-signed CA
     cfg = parse_config(
