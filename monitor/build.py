@@ -15,7 +15,6 @@ directory, as Prometheus and Alertmanager keep theirs; ``memory_only: true`` kee
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,22 +23,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sinks.alertmanager import AlertmanagerSink
 from sinks.base import Sink
-from sinks.kafka import KafkaSink
-from sinks.log import LogSink
+from sinks.config import SinkContext
 from sinks.outbox import Outbox
-from sinks.registry import assemble, plugin
-from sinks.webhook import WebhookSink
+from sinks.registry import build_sink
 
-from .config import (
-    AlertmanagerSinkConfig,
-    Config,
-    KafkaSinkConfig,
-    LogSinkConfig,
-    SinkCommon,
-    WebhookSinkConfig,
-)
+from .config import Config
 from .daemon import Daemon, Parts
 from .hooks import CrashPoints
 from .kafka import KafkaDeadLetters, KafkaSource, client_options
@@ -86,7 +75,8 @@ def outbox_dir(config: Config) -> Path | None:
 def build_sinks(config: Config) -> list[Sink]:
     """Each configured sink: its transport inside the shared delivery wrappers
     (sinks.registry), named by ``name`` or its type (``webhook``, ``webhook-2``, ...)."""
-    outbox = outbox_dir(config)
+    directory = outbox_dir(config)
+    kafka = client_options(config.kafka)
     sinks: list[Sink] = []
     used: Counter[str] = Counter()
     for spec in config.sinks:
@@ -94,36 +84,7 @@ def build_sinks(config: Config) -> list[Sink]:
         name = spec.name or (
             spec.type if used[spec.type] == 1 else f"{spec.type}-{used[spec.type]}"
         )
-        transport: Sink
-        if isinstance(spec, WebhookSinkConfig):
-            transport = WebhookSink(
-                str(spec.url),
-                name=name,
-                secret=None if spec.secret is None else spec.secret.get_secret_value(),
-                headers=spec.headers,
-                timeout_s=spec.timeout_s,
-                format=spec.format,
-            )
-        elif isinstance(spec, AlertmanagerSinkConfig):
-            transport = AlertmanagerSink(
-                str(spec.url),
-                name=name,
-                directory=outbox,
-                resend_interval_s=spec.resend_interval_s,
-                timeout_s=spec.timeout_s,
-                headers=spec.headers,
-            )
-        elif isinstance(spec, KafkaSinkConfig):
-            options = client_options(config.kafka)
-            if spec.bootstrap_servers is not None:
-                options["bootstrap_servers"] = spec.bootstrap_servers
-            transport = KafkaSink(spec.topic, name=name, **options)
-        elif isinstance(spec, LogSinkConfig):
-            transport = LogSink(sys.stdout if spec.stream == "stdout" else sys.stderr, name=name)
-        else:
-            transport = plugin(spec.type)(dict(spec.options), name=name)
-        common = spec.model_dump(include=set(SinkCommon.model_fields) - {"name", "outbox"})
-        sinks.append(assemble(transport, outbox_dir=outbox if spec.outbox else None, **common))
+        sinks.append(build_sink(spec, SinkContext(name, directory, kafka)))
     return sinks
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     AfterValidator,
-    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -31,6 +30,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from sinks.registry import PluginSinkConfig
+from sinks.registry import builtin as builtin_sinks
 
 from .errors import ConfigError
 from .kinds import registry
@@ -304,88 +306,24 @@ class HttpConfig(Strict):
     )
 
 
-class SinkCommon(Strict):
-    """Delivery settings every sink takes, built-in or plugin (see sinks.registry)."""
-
-    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    retries: int = Field(5, ge=0)
-    backoff_s: float = Field(0.5, gt=0)
-    backoff_cap_s: float = Field(30.0, gt=0)
-    rate_limit_per_s: float | None = Field(None, gt=0)
-    rate_limit_burst: int = Field(1, ge=1)
-    max_batch: int = Field(100, ge=1)
-    dedup: bool = True
-    outbox: bool = True
-    outbox_max_alerts: int = Field(10_000, ge=1)
-
-
-class WebhookSinkConfig(SinkCommon):
-    type: Literal["webhook"]
-    url: AnyHttpUrl
-    secret: SecretStr | None = None
-    format: Literal["json", "slack"] = "json"
-    timeout_s: float = Field(5.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class AlertmanagerSinkConfig(SinkCommon):
-    type: Literal["alertmanager"]
-    url: AnyHttpUrl
-    resend_interval_s: float = Field(60.0, gt=0)
-    timeout_s: float = Field(5.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class KafkaSinkConfig(SinkCommon):
-    type: Literal["kafka"]
-    topic: str = Field(min_length=1)
-    bootstrap_servers: str | None = Field(None, description="default: kafka.bootstrap_servers")
-
-
-class LogSinkConfig(SinkCommon):
-    type: Literal["log"]
-    stream: Literal["stdout", "stderr"] = "stderr"
-
-
-class PluginSinkConfig(SinkCommon):
-    """A sink from another package, registered under the entry-point group
-    ``driftline.sinks`` by the name given as ``type``; ``options`` go to its factory."""
-
-    type: str
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("type")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        from importlib.metadata import entry_points
-
-        names = sorted(ep.name for ep in entry_points(group="driftline.sinks"))
-        if value not in names:
-            installed = ", ".join(names) or "none installed"
-            raise ValueError(
-                f"unknown sink type {value!r}: built-in types are "
-                f"{', '.join(BUILTIN_SINKS)}; plugins (entry points 'driftline.sinks'): "
-                f"{installed}"
-            )
-        return value
-
-
-BUILTIN_SINKS = ("webhook", "alertmanager", "kafka", "log")
-
-
 def _sink_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in BUILTIN_SINKS else "plugin"
+    return kind if kind in builtin_sinks() else "plugin"
 
 
-SinkConfig = Annotated[
-    Annotated[WebhookSinkConfig, Tag("webhook")]
-    | Annotated[AlertmanagerSinkConfig, Tag("alertmanager")]
-    | Annotated[KafkaSinkConfig, Tag("kafka")]
-    | Annotated[LogSinkConfig, Tag("log")]
-    | Annotated[PluginSinkConfig, Tag("plugin")],
-    Discriminator(_sink_tag),
-]
+# Every built-in sink's own configuration model (sinks.registry), then plugins'.
+if TYPE_CHECKING:
+    SinkConfig = PluginSinkConfig  # what every member has: a type, a name, the delivery settings
+else:
+    SinkConfig = Annotated[
+        Union[
+            (
+                *(Annotated[k.config, Tag(k.name)] for k in builtin_sinks().values()),
+                Annotated[PluginSinkConfig, Tag("plugin")],
+            )
+        ],
+        Discriminator(_sink_tag),
+    ]
 
 
 class OutboxConfig(Strict):
@@ -475,7 +413,7 @@ def _expand(value: Any, path: str, env: dict[str, str], errors: list[str]) -> An
     return _VAR.sub(sub, value)
 
 
-_TAGS = frozenset({*BUILTIN_SINKS, "plugin"})
+_TAGS = frozenset({*builtin_sinks(), "plugin"})
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -23,12 +23,14 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
+from pydantic import AnyHttpUrl, Field
 
 from .base import AlertLike, DeliveryError, SinkStats
+from .config import SinkCommon, SinkContext
 from .http import post
 
 log = logging.getLogger("driftline.sinks.alertmanager")
@@ -177,3 +179,22 @@ class AlertmanagerSink:
 
     def stats(self) -> SinkStats:
         return self._stats
+
+
+class AlertmanagerConfig(SinkCommon):
+    type: Literal["alertmanager"]
+    url: AnyHttpUrl
+    resend_interval_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+def build(config: AlertmanagerConfig, ctx: SinkContext) -> AlertmanagerSink:
+    return AlertmanagerSink(
+        str(config.url),
+        name=ctx.name,
+        directory=ctx.directory,
+        resend_interval_s=config.resend_interval_s,
+        timeout_s=config.timeout_s,
+        headers=config.headers,
+    )

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from pydantic import Field
 
 from .base import AlertLike, DeliveryError, SinkStats
+from .config import SinkCommon, SinkContext
 
 
 class KafkaSink:
@@ -71,3 +73,16 @@ class KafkaSink:
 
     def stats(self) -> SinkStats:
         return self._stats
+
+
+class KafkaSinkConfig(SinkCommon):
+    type: Literal["kafka"]
+    topic: str = Field(min_length=1)
+    bootstrap_servers: str | None = Field(None, description="default: kafka.bootstrap_servers")
+
+
+def build(config: KafkaSinkConfig, ctx: SinkContext) -> KafkaSink:
+    options = dict(ctx.kafka)
+    if config.bootstrap_servers is not None:
+        options["bootstrap_servers"] = config.bootstrap_servers
+    return KafkaSink(config.topic, name=ctx.name, **options)

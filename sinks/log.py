@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Literal, TextIO
 
 import orjson
 
 from .base import AlertLike, SinkStats
+from .config import SinkCommon, SinkContext
 
 
 class LogSink:
@@ -47,3 +48,14 @@ class LogSink:
 
     def stats(self) -> SinkStats:
         return self._stats
+
+
+class LogSinkConfig(SinkCommon):
+    type: Literal["log"]
+    stream: Literal["stdout", "stderr"] = "stderr"
+
+
+def build(config: LogSinkConfig, ctx: SinkContext) -> LogSink:
+    if config.stream == "stdout":
+        return LogSink(ctx.stdout or sys.stdout, name=ctx.name)
+    return LogSink(ctx.stderr or sys.stderr, name=ctx.name)

@@ -1,5 +1,10 @@
-"""Assembling a configured sink: its transport wrapped in the delivery behaviour every
-sink shares, and plugins found through the entry-point group ``driftline.sinks``.
+"""The sink registry, and assembling a configured sink: its transport wrapped in the
+delivery behaviour every sink shares.
+
+Each kind of sink is a :class:`SinkKind`: its name (the ``type`` of a configuration), its
+configuration model (a :class:`~sinks.config.SinkCommon` subclass, owned by the sink's
+module) and how to build its transport. The built-in kinds are :data:`BUILTIN`; adding
+one is its module and one line there.
 
 A plugin is a package that declares, in its ``pyproject.toml``::
 
@@ -16,15 +21,75 @@ the built-in sinks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, field_validator
+
+from . import alertmanager, kafka, log, webhook
 from .base import Sink
+from .config import SinkCommon, SinkContext
 from .outbox import Outbox
 from .wrappers import Batch, Counted, Dedup, RateLimit, Retry
 
 GROUP = "driftline.sinks"
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    name: str
+    config: type[SinkCommon]
+    build: Callable[[Any, SinkContext], Sink]
+
+
+BUILTIN = (
+    SinkKind("webhook", webhook.WebhookConfig, webhook.build),
+    SinkKind("alertmanager", alertmanager.AlertmanagerConfig, alertmanager.build),
+    SinkKind("kafka", kafka.KafkaSinkConfig, kafka.build),
+    SinkKind("log", log.LogSinkConfig, log.build),
+)
+
+
+@cache
+def builtin() -> dict[str, SinkKind]:
+    return {k.name: k for k in BUILTIN}
+
+
+class PluginSinkConfig(SinkCommon):
+    """A sink from another package, registered under the entry-point group
+    ``driftline.sinks`` by the name given as ``type``; ``options`` go to its factory."""
+
+    type: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        names = sorted(ep.name for ep in entry_points(group=GROUP))
+        if value not in names:
+            installed = ", ".join(names) or "none installed"
+            raise ValueError(
+                f"unknown sink type {value!r}: built-in types are "
+                f"{', '.join(builtin())}; plugins (entry points 'driftline.sinks'): "
+                f"{installed}"
+            )
+        return value
+
+
+def build_sink(config: SinkCommon, ctx: SinkContext) -> Outbox:
+    """A configured sink: its transport (built-in or plugin) in the delivery wrappers."""
+    kind = builtin().get(str(getattr(config, "type", "")))
+    if kind is not None:
+        transport = kind.build(config, ctx)
+    else:
+        assert isinstance(config, PluginSinkConfig)
+        transport = plugin(config.type)(dict(config.options), name=ctx.name)
+    return assemble(
+        transport, outbox_dir=ctx.directory if config.outbox else None, **config.delivery()
+    )
 
 
 def plugin(kind: str) -> Callable[..., Sink]:

@@ -19,12 +19,14 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
+from pydantic import AnyHttpUrl, Field, SecretStr
 
 from .base import AlertLike, SinkStats
+from .config import SinkCommon, SinkContext
 from .http import post
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
@@ -121,3 +123,23 @@ def slack_message(alerts: list[dict[str, Any]]) -> dict[str, Any]:
         lines.append(f"id `{a['id']}`")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
     return {"text": text, "blocks": blocks}
+
+
+class WebhookConfig(SinkCommon):
+    type: Literal["webhook"]
+    url: AnyHttpUrl
+    secret: SecretStr | None = None
+    format: Literal["json", "slack"] = "json"
+    timeout_s: float = Field(5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+def build(config: WebhookConfig, ctx: SinkContext) -> WebhookSink:
+    return WebhookSink(
+        str(config.url),
+        name=ctx.name,
+        secret=None if config.secret is None else config.secret.get_secret_value(),
+        headers=config.headers,
+        timeout_s=config.timeout_s,
+        format=config.format,
+    )
