@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import Config, load_config
-from .errors import ConfigError
+if TYPE_CHECKING:  # the heavy imports wait for a command that needs them (--help is fast)
+    from .config import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path) -> Config | None:
+    from .config import load_config
+    from .errors import ConfigError
+
     try:
         return load_config(path)
     except ConfigError as exc:

@@ -152,8 +152,10 @@ class MemorySource:
         values: Sequence[bytes | None] | dict[int, list[bytes | None]] = (),
         topic: str = "memory",
         timestamps: dict[int, list[float]] | None = None,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self.topic = topic
+        self.initial = None if partitions is None else list(partitions)
         self.logs: dict[int, list[bytes | None]] = (
             {p: list(v) for p, v in values.items()}
             if isinstance(values, dict)
@@ -173,7 +175,7 @@ class MemorySource:
 
     async def start(self, ownership: Ownership) -> None:
         self.ownership = ownership
-        await self.rebalance(sorted(self.logs))
+        await self.rebalance(sorted(self.logs) if self.initial is None else self.initial)
 
     async def rebalance(self, partitions: Sequence[int]) -> None:
         """Revoke what this instance holds, then assign ``partitions``."""

@@ -14,6 +14,8 @@ from monitor.changelog import HEADER, ChangelogStore
 from monitor.codec import decode_first, encode
 from monitor.errors import CheckpointError
 
+pytestmark = pytest.mark.e2e  # a real broker (and real services)
+
 
 def store(broker: EmbeddedBroker, topic: str, chunk: int = 1024) -> ChangelogStore:
     return ChangelogStore(

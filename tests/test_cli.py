@@ -39,6 +39,7 @@ def test_help(command: list[str]) -> None:
     assert "usage: driftline" in out.stdout
 
 
+@pytest.mark.e2e
 def test_demo_runs_the_daemon_end_to_end_and_catches_every_drifting_feature() -> None:
     out = run("demo", "--events", "20000", "--rate", "0", "--no-live")
     assert out.returncode == 0, out.stderr

@@ -23,6 +23,9 @@ from .conftest import WebhookReceiver, daemon_config, loan_events, produce
 from .test_checkpoint import same
 from .test_e2e_kafka import start_cli, wait_events, write_config
 
+pytestmark = pytest.mark.e2e  # a real broker (and real services)
+
+
 N = 8000  # events per model
 MODELS = ("credit-v1", "credit-v2")
 

@@ -30,6 +30,8 @@ from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, pro
 from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config
 from .test_sinks import verify_snippet
 
+pytestmark = pytest.mark.e2e  # a real broker (and real services)
+
 
 def episode_stream(seed: int = 0) -> list[bytes]:
     """3000 normal events, 1500 with salaries 30% lower, 4500 normal again: alerts fire

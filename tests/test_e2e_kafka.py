@@ -29,6 +29,8 @@ from monitor.daemon import Daemon
 
 from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
 
+pytestmark = pytest.mark.e2e  # a real broker (and real services)
+
 
 async def run_until(
     daemon: Daemon,

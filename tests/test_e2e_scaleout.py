@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from monitor.broker import EmbeddedBroker, create_topics_sync, free_port
@@ -23,6 +24,9 @@ from monitor.stores import LocalStore
 from .conftest import WebhookReceiver, daemon_config, loan_events
 from .test_checkpoint import same
 from .test_e2e_kafka import get, start_cli, write_config
+
+pytestmark = pytest.mark.e2e  # a real broker (and real services)
+
 
 MODELS = 4  # model i is keyed to partition i
 N = 6000  # events per model

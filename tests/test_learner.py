@@ -180,6 +180,7 @@ def test_predict_endpoint_answers_and_refuses_bad_input() -> None:
     assert got["unknown_model"][0] == 404
 
 
+@pytest.mark.e2e  # learner processes, three daemons per learner
 @pytest.mark.parametrize("learner", ["logistic_regression", "hoeffding_adaptive_tree"])
 def test_the_learner_is_checkpointed_with_its_partition_and_continues_exactly(
     learner: str, tmp_path: Any
