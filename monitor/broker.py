@@ -38,12 +38,14 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    """``with EmbeddedBroker() as b: b.bootstrap`` -> ``'127.0.0.1:PORT'``."""
+    """``with EmbeddedBroker() as b: b.bootstrap`` -> ``'127.0.0.1:PORT'``. With ``port``
+    it listens there (a broker restarted where its clients expect it), else on a free one."""
 
-    def __init__(self, start_timeout: float = 10.0) -> None:
+    def __init__(self, start_timeout: float = 10.0, port: int | None = None) -> None:
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self.fixed = port
+        self.port = port or 0
 
     @property
     def bootstrap(self) -> str:
@@ -51,8 +53,8 @@ class EmbeddedBroker:
 
     def start(self) -> EmbeddedBroker:
         binary = tansu_binary()
-        for _ in range(5):
-            self.port = free_port()
+        for _ in range(5 if self.fixed is None else 20):
+            self.port = self.fixed or free_port()
             url = f"tcp://127.0.0.1:{self.port}"
             self.proc = subprocess.Popen(
                 [
@@ -72,6 +74,8 @@ class EmbeddedBroker:
             if self._wait_ready():
                 return self
             self.stop()
+            if self.fixed is not None:  # the port may still be closing: try again shortly
+                time.sleep(0.25)
         raise RuntimeError("could not start the embedded Tansu broker")
 
     def _wait_ready(self) -> bool:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +86,7 @@ class KafkaSource:
         self._next: Offsets = {}  # the offset after the last record fetched
         # Partitions sought to a definite start, until a record from there arrives.
         self._expect: dict[TP, Resume] = {}
+        self._checked: dict[TP, float] = {}  # when each start was last checked
 
     async def start(self, ownership: Ownership) -> None:
         c = self.config
@@ -129,6 +131,7 @@ class KafkaSource:
                     await self._moved(tp, want)  # fetched from elsewhere: check, re-seek
                     continue
                 del self._expect[key]
+                log.debug("%s/%d: started at %d as sought", tp.topic, tp.partition, msgs[0].offset)
                 if want.fingerprint is not None:
                     seen = _record(msgs[0])
                     if fingerprint(seen) != want.fingerprint:
@@ -156,19 +159,27 @@ class KafkaSource:
         log.warning(msg, *args)
 
     async def _enforce_starts(self) -> None:
-        """A seek made while a fetch is in flight can be overtaken by that fetch: until a
-        partition has delivered a record from its start, check its position before every
-        fetch and seek again if it moved elsewhere."""
+        """Until a partition has delivered a record from where it was sought: before every
+        fetch, seek again if its position moved (a fetch issued before the seek can
+        overtake it), and every second check that its start lies inside the log (a broker
+        may answer a fetch beyond the log's end with nothing at all, for ever)."""
         consumer = self.consumer
         if not self._expect or consumer is None:
             return
+        now = time.monotonic()
         for tp in consumer.assignment():
-            want = self._expect.get((tp.topic, tp.partition))
+            key = (tp.topic, tp.partition)
+            want = self._expect.get(key)
             if want is None:
                 continue
             target = want.offset - 1 if want.fingerprint is not None else want.offset
             if await consumer.position(tp) != target:
                 await self._moved(tp, want)
+            elif now - self._checked.get(key, now) >= 1.0:
+                self._checked[key] = now
+                await self._moved(tp, want)
+            else:
+                self._checked.setdefault(key, now)
 
     async def _moved(self, tp: TopicPartition, want: Resume) -> None:
         """The position of a partition being started is not where it was sought to: an
@@ -190,9 +201,17 @@ class KafkaSource:
                 begin,
             )
             self._start_at(tp, begin)
-        elif want.offset > end:
+        elif _beyond(want, end):
             await self._reset(tp, "after_log_end", want.offset, end)
         else:
+            log.debug(
+                "%s/%d: re-seeking to %d (the log spans %d-%d)",
+                tp.topic,
+                tp.partition,
+                target,
+                begin,
+                end,
+            )
             consumer.seek(tp, target)
 
     async def _bounds(self, tp: TopicPartition) -> tuple[int, int]:
@@ -204,7 +223,7 @@ class KafkaSource:
         end = int((await consumer.end_offsets([tp]))[tp])
         want = self._expect.get((tp.topic, tp.partition))
         for _ in range(3):
-            if want is None or want.offset <= end:
+            if want is None or not _beyond(want, end):
                 break
             await asyncio.sleep(0.2)
             end = int((await consumer.end_offsets([tp]))[tp])
@@ -239,11 +258,13 @@ class KafkaSource:
     def _start_at(self, tp: TopicPartition, offset: int) -> None:
         assert self.consumer is not None
         self._expect[(tp.topic, tp.partition)] = Resume(offset)
+        self._checked.pop((tp.topic, tp.partition), None)
         self.consumer.seek(tp, offset)
 
     def seek(self, tp: TP, resume: Resume) -> None:
         assert self.consumer is not None
         self._expect[tp] = resume
+        self._checked.pop(tp, None)
         target = resume.offset - 1 if resume.fingerprint is not None else resume.offset
         self.consumer.seek(TopicPartition(*tp), target)
 
@@ -290,6 +311,14 @@ class KafkaSource:
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await _close(consumer)
+
+
+def _beyond(want: Resume, end: int) -> bool:
+    """Whether a start lies beyond a log ending at ``end``: with a fingerprint the record
+    before the start must exist (it is checked); without, starting at the end is fine."""
+    if want.fingerprint is not None:
+        return want.offset - 1 >= end
+    return want.offset > end
 
 
 def _record(m: Any) -> Record:

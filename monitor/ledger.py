@@ -142,5 +142,10 @@ class PartitionLedger:
         self.fingerprints = {tp: f for tp, f in self.fingerprints.items() if tp[1] != partition}
 
     def resume_of(self, partition: int) -> dict[TP, Resume]:
-        """Where a kept partition continues: its positions (the same log: not checked)."""
-        return {tp: Resume(o) for tp, o in self.position.items() if tp[1] == partition}
+        """Where a kept partition continues: its positions, checked against the record
+        before each (a rebalance can follow a broker that came back with another log)."""
+        return {
+            tp: Resume(o, self.fingerprints.get(tp))
+            for tp, o in self.position.items()
+            if tp[1] == partition
+        }
