@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+from monitor.checkpoint import LocalStore, encode
 from rich.console import Console
 
-from monitor.changelog import ChangelogStore
-from monitor.checkpoint import LocalStore, encode
-from monitor.config import parse_config
-from monitor.pipeline import Pipeline
+from monitor.config.schema import parse_config
+from monitor.online.pipeline import Pipeline
+from monitor.state.changelog import ChangelogStore
 
 from .bench_daemon import alternate, events, fill, report, run_daemon, worker_args
 
@@ -125,7 +125,7 @@ def main() -> None:
         worker(args.worker, args.bootstrap, args.topic, args.group, args.events)
         return
 
-    from monitor.broker import EmbeddedBroker, create_topics
+    from monitor.demo.broker import EmbeddedBroker, create_topics
 
     console = Console()
     repeats = 2 if args.quick else 3

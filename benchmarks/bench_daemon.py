@@ -131,8 +131,8 @@ async def run_daemon(
 ) -> tuple[float, int]:
     """The daemon over the topic; ``adjust`` may change its configuration document first."""
     from detectors import ADWIN, KS, PSI
-    from monitor.config import parse_config
-    from monitor.daemon import Daemon
+    from monitor.app.daemon import Daemon
+    from monitor.config.schema import parse_config
 
     # Load the compiled kernels before the clock starts, as a long-running daemon has.
     warm = np.random.default_rng(0).normal(size=(600, 2))
@@ -242,7 +242,7 @@ def main() -> None:
         worker(args.worker, args.bootstrap, args.topic, args.group, args.events)
         return
 
-    from monitor.broker import EmbeddedBroker, create_topics
+    from monitor.demo.broker import EmbeddedBroker, create_topics
 
     n = args.events or (50_000 if args.quick else 500_000)
     repeats = 2 if args.quick else args.repeats

@@ -30,7 +30,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress
 
-from monitor.learner import LEARNERS, OnlineLearner
+from monitor.online.learner import LEARNERS, OnlineLearner
 
 from .bench_daemon import FEATURES, MODEL, alternate, fill, report, run_daemon, worker_args
 
@@ -112,7 +112,7 @@ def main() -> None:
         worker(args.worker, args.bootstrap, args.topic, args.group, args.events)
         return
 
-    from monitor.broker import EmbeddedBroker, create_topics
+    from monitor.demo.broker import EmbeddedBroker, create_topics
 
     quick = args.quick
     console = Console()

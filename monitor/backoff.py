@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .errors import FatalError, classify, describe
+from monitor.errors import FatalError, classify, describe
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[object]]

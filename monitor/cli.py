@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the heavy imports wait for a command that needs them (--help is fast)
-    from .config import Config
+    from monitor.config.schema import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path) -> Config | None:
-    from .config import load_config
-    from .errors import ConfigError
+    from monitor.config.schema import load_config
+    from monitor.errors import ConfigError
 
     try:
         return load_config(path)
@@ -133,14 +133,14 @@ def cmd_check_config(path: Path) -> int:
 
 
 def cmd_run(path: Path, level: str) -> int:
-    from .logs import configure
+    from monitor.logs import configure
 
     configure(level)
     config = _load(path)
     if config is None:
         return EXIT_USAGE
-    from .build import build
-    from .hooks import CrashPoints
+    from monitor.app.build import build
+    from monitor.app.hooks import CrashPoints
 
     async def main() -> int:
         try:
@@ -174,9 +174,9 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    from .decode import ModelSchema
-    from .plan import plan
-    from .reference import build_reference, describe, write_reference
+    from monitor.config.plan import plan
+    from monitor.ingest.decode import ModelSchema
+    from monitor.online.reference import build_reference, describe, write_reference
 
     model_plan = plan(config)[args.model]
     try:
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(["reference", "--help"])
         return cmd_reference_build(args)
     if args.command == "demo":
-        from .demo import run_demo
+        from monitor.demo.demo import run_demo
 
         try:
             return run_demo(

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from monitor.broker import EmbeddedBroker, create_topics_sync
+from monitor.demo.broker import EmbeddedBroker, create_topics_sync
 
 _topic_ids = itertools.count()
 

@@ -9,10 +9,10 @@ import os
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from monitor.broker import EmbeddedBroker
-from monitor.changelog import HEADER, ChangelogStore
-from monitor.codec import decode_first, encode
+from monitor.demo.broker import EmbeddedBroker
 from monitor.errors import CheckpointError
+from monitor.state.changelog import HEADER, ChangelogStore
+from monitor.state.codec import decode_first, encode
 
 pytestmark = pytest.mark.e2e  # a real broker (and real services)
 

@@ -12,12 +12,12 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor import codec
-from monitor.codec import MAGIC, FormatError, decode, decode_first, encode
-from monitor.config import Config, parse_config
+from monitor.config.schema import Config, parse_config
 from monitor.errors import CheckpointError
-from monitor.pipeline import Pipeline
-from monitor.stores import LocalStore, MemoryStore
+from monitor.online.pipeline import Pipeline
+from monitor.state import codec
+from monitor.state.codec import MAGIC, FormatError, decode, decode_first, encode
+from monitor.state.stores import LocalStore, MemoryStore
 from sinks.testing import RecordingSink
 
 

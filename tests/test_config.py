@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import load_config, parse_config
+from monitor.config.schema import load_config, parse_config
 from monitor.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "credit.yaml"

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 
-from monitor.build import build
-from monitor.codec import decode_first
-from monitor.config import parse_config
-from monitor.daemon import Daemon
-from monitor.source import MemoryDeadLetters, MemorySource
-from monitor.stores import MemoryStore
+from monitor.app.build import build
+from monitor.app.daemon import Daemon
+from monitor.config.schema import parse_config
+from monitor.ingest.source import MemoryDeadLetters, MemorySource
+from monitor.state.codec import decode_first
+from monitor.state.stores import MemoryStore
 from sinks.registry import assemble
 from sinks.testing import RecordingSink
 
@@ -422,7 +422,7 @@ def test_a_learner_process_killed_mid_run_is_restarted_and_monitoring_goes_on(
     learner = d.parts.learners["sea"]
 
     async def kill() -> None:
-        os.kill(learner._process.pid, signal.SIGKILL)
+        os.kill(learner.proc.process.pid, signal.SIGKILL)
         await until(d, lambda: learner.restarts >= 1 and learner.alive, timeout=60)
         src.append(0, values[3000:])
         await until(d, lambda: count(d, "sea") == 6000)

@@ -8,8 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor.config import parse_config
-from monitor.decode import Decoder
+from monitor.config.schema import parse_config
+from monitor.ingest.decode import Decoder
 
 CONFIG = parse_config(
     {

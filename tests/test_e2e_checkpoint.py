@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor.broker import EmbeddedBroker, create_topics_sync, free_port
-from monitor.codec import decode_first
-from monitor.stores import LocalStore
+from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
+from monitor.state.codec import decode_first
+from monitor.state.stores import LocalStore
 
 from .conftest import WebhookReceiver, daemon_config, loan_events, produce
 from .test_checkpoint import same

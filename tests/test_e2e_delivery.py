@@ -21,10 +21,10 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from monitor.broker import EmbeddedBroker, create_topics_sync, free_port
-from monitor.build import build
-from monitor.config import parse_config
-from monitor.daemon import Daemon
+from monitor.app.build import build
+from monitor.app.daemon import Daemon
+from monitor.config.schema import parse_config
+from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
 
 from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
 from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config

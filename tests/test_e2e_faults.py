@@ -18,9 +18,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from river.datasets import synth
 
-from monitor.broker import EmbeddedBroker, create_topics_sync, free_port
-from monitor.build import build
-from monitor.config import parse_config
+from monitor.app.build import build
+from monitor.config.schema import parse_config
+from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
 
 from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
 from .test_e2e_kafka import get, output_of, run_until, start_cli, wait_http, write_config

@@ -22,10 +22,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.broker import EmbeddedBroker, free_port
-from monitor.build import build
-from monitor.config import parse_config
-from monitor.daemon import Daemon
+from monitor.app.build import build
+from monitor.app.daemon import Daemon
+from monitor.config.schema import parse_config
+from monitor.demo.broker import EmbeddedBroker, free_port
 
 from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
 
@@ -268,7 +268,16 @@ def start_cli(config: Path, cwd: Path | None = None, **env_over: str) -> subproc
     level = os.environ.get("DRIFTLINE_TEST_LOG_LEVEL", "info")
     with (config.parent / "run.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "-c", str(config), "--log-level", level],
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "run",
+                "-c",
+                str(config),
+                "--log-level",
+                level,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -362,7 +371,14 @@ def test_bad_config_exits_2_listing_every_error(tmp_path: Path) -> None:
     doc["sinks"] = [{"type": "webhook", "url": "${NOT_SET_ANYWHERE_HOOK}"}]
     start = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "run", "--config", str(write_config(tmp_path, doc))],
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "--config",
+            str(write_config(tmp_path, doc)),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -375,7 +391,7 @@ def test_bad_config_exits_2_listing_every_error(tmp_path: Path) -> None:
     assert "NOT_SET_ANYWHERE_HOOK" in out.stderr
     assert time.monotonic() - start < 30  # refused before touching Kafka
     check = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "check-config", str(tmp_path / "driftline.yaml")],
+        [sys.executable, "-m", "monitor", "check-config", str(tmp_path / "driftline.yaml")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -456,7 +472,7 @@ def test_a_failing_webhook_neither_blocks_consumption_nor_loses_alerts(
 def test_delayed_labels_on_their_topic_raise_a_concept_drift_alert(
     broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver
 ) -> None:
-    from monitor.broker import create_topics_sync
+    from monitor.demo.broker import create_topics_sync
 
     from .test_labels import events as sea_events
 

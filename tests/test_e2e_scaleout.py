@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from monitor.broker import EmbeddedBroker, create_topics_sync, free_port
-from monitor.changelog import ChangelogStore
-from monitor.codec import decode_first
-from monitor.stores import LocalStore
+from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
+from monitor.state.changelog import ChangelogStore
+from monitor.state.codec import decode_first
+from monitor.state.stores import LocalStore
 
 from .conftest import WebhookReceiver, daemon_config, loan_events
 from .test_checkpoint import same

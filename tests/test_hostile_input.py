@@ -13,8 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import parse_config
-from monitor.decode import REJECT_REASONS, Decoder, ModelBatch, decode_labels
+from monitor.config.schema import parse_config
+from monitor.ingest.decode import REJECT_REASONS, Decoder, ModelBatch, decode_labels
 
 CONFIG = parse_config(
     {

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from river.datasets import synth
 
-from monitor.config import parse_config
-from monitor.labels import JoinCounts, LabelJoin, Performance, change_point, infer_task
-from monitor.pipeline import Pipeline
+from monitor.config.schema import parse_config
+from monitor.online.labels import JoinCounts, LabelJoin, Performance, change_point, infer_task
+from monitor.online.pipeline import Pipeline
 from sinks.testing import RecordingSink
 
 from .streams import random_cuts

@@ -12,13 +12,13 @@ import orjson
 import pytest
 from river.datasets import synth
 
-from monitor.build import build, build_learners
-from monitor.config import parse_config
-from monitor.learner import OnlineLearner, make_model, river_features
-from monitor.pipeline import Pipeline
-from monitor.plan import plan
-from monitor.source import MemorySource
-from monitor.stores import LocalStore
+from monitor.app.build import build, build_learners
+from monitor.config.plan import plan
+from monitor.config.schema import parse_config
+from monitor.ingest.source import MemorySource
+from monitor.online.learner import OnlineLearner, make_model, river_features
+from monitor.online.pipeline import Pipeline
+from monitor.state.stores import LocalStore
 from sinks.testing import RecordingSink
 
 N_BEFORE, N_AFTER = 5000, 8000

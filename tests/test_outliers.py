@@ -8,8 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor.config import parse_config
-from monitor.pipeline import Pipeline
+from monitor.config.schema import parse_config
+from monitor.online.pipeline import Pipeline
 from sinks.testing import RecordingSink
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor.alerts import Alert
-from monitor.config import Config, parse_config
-from monitor.pipeline import Pipeline
+from monitor.alerting.alerts import Alert
+from monitor.config.schema import Config, parse_config
+from monitor.online.pipeline import Pipeline
 from sinks.testing import RecordingSink
 
 

@@ -14,11 +14,11 @@ import orjson
 import pytest
 import yaml
 
-from monitor.config import parse_config
-from monitor.decode import ModelSchema
-from monitor.pipeline import Pipeline
-from monitor.plan import plan
-from monitor.reference import Reference, build_reference, read_reference_file
+from monitor.config.plan import plan
+from monitor.config.schema import parse_config
+from monitor.ingest.decode import ModelSchema
+from monitor.online.pipeline import Pipeline
+from monitor.online.reference import Reference, build_reference, read_reference_file
 from sinks.testing import RecordingSink
 
 
@@ -88,7 +88,7 @@ def test_cli_builds_a_file_the_daemon_uses_from_the_first_event(tmp_path: Path) 
         [
             sys.executable,
             "-m",
-            "monitor.cli",
+            "monitor",
             "reference",
             "build",
             "--config",
@@ -135,7 +135,7 @@ def test_cli_explains_a_missing_column(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "monitor.cli",
+            "monitor",
             "reference",
             "build",
             "-c",

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from monitor.build import build_sinks
-from monitor.config import load_config, parse_config
+from monitor.app.build import build_sinks
+from monitor.config.schema import load_config, parse_config
 from monitor.errors import ConfigError
 from sinks.alertmanager import to_alertmanager
 from sinks.base import AlertLike, DeliveryError, SinkStats, redact_url
@@ -381,7 +381,7 @@ def test_alertmanager_re_sends_firing_alerts_until_resolved(tmp_path: Path) -> N
 def test_a_sink_whose_broker_is_down_at_start_delays_delivery_only(tmp_path: Path) -> None:
     """A Kafka sink pointing at nothing: starting it does not fail, its alerts wait in the
     outbox (on disk), and every failed attempt is counted."""
-    from monitor.broker import free_port
+    from monitor.demo.broker import free_port
     from sinks.kafka import KafkaSink
 
     async def go() -> Outbox:
@@ -458,7 +458,7 @@ def test_a_failing_disk_keeps_alerts_in_memory_and_says_so(tmp_path: Path) -> No
 
 
 def test_kafka_secrets_pass_through_and_stay_hidden() -> None:
-    from monitor.kafka import client_options
+    from monitor.ingest.kafka import client_options
 
     doc = {
         "kafka": {
@@ -485,7 +485,7 @@ def test_kafka_secrets_pass_through_and_stay_hidden() -> None:
 
 
 def test_kafka_tls_settings_build_an_ssl_context() -> None:
-    from monitor.kafka import client_options
+    from monitor.ingest.kafka import client_options
 
     ca = Path(__file__).parent / "data" / "test-ca.pem"  # a throwaway self-signed CA
     cfg = parse_config(

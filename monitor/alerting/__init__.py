@@ -1,0 +1,1 @@
+"""Alerts: the episode state machine, the policy, the alert type."""

@@ -1,0 +1,1 @@
+"""The daemon: composition root, supervisor, batch loop, partition ownership, the CLI."""

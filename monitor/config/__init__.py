@@ -1,0 +1,1 @@
+"""Configuration: the schema, loading, and the per-model plans (with the detector registry)."""

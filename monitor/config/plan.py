@@ -1,0 +1,121 @@
+"""The configuration resolved once, per model, into what the components need: a
+:class:`ModelPlan` (series with their detectors and parameters, reference, task, online
+model, label and alerting settings). Components take a plan, never the whole
+configuration.
+
+>>> from monitor.config.schema import parse_config
+>>> cfg = parse_config({"kafka": {"topic": "p"},
+...     "models": {"m": {"features": {"x": "numeric", "c": "categorical"}}}}, env={})
+>>> p = plan(cfg)["m"]
+>>> [(s.name, [d.kind for d in s.detectors]) for s in p.series]
+[('x', ['psi', 'ks', 'adwin']), ('c', ['categorical'])]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from monitor.config.schema import (
+    PREDICTION,
+    AlertingConfig,
+    Config,
+    LabelsConfig,
+    OnlineModelConfig,
+)
+
+
+@dataclass(frozen=True)
+class DetectorPlan:
+    kind: str  # a name of monitor.config.kinds.registry()
+    params: Any  # its parameter model
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    name: str  # a feature, or "prediction"
+    type: str  # "numeric" | "categorical"
+    detectors: tuple[DetectorPlan, ...]
+    fence_iqr: float | None  # outlier fences (numeric series)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    series: tuple[SeriesPlan, ...]  # the features in order, then the prediction if monitored
+    features: frozenset[str]  # the declared feature names
+    warmup: int | None
+    reference_file: Path | None
+    task: str | None
+    online_model: OnlineModelConfig | None
+    labels: LabelsConfig
+    alerting: AlertingConfig
+    labels_topic: bool  # labels may come on their own topic: predictions wait for them
+    max_record_bytes: int
+
+    @property
+    def numeric(self) -> list[str]:
+        return [s.name for s in self.series if s.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [s.name for s in self.series if s.type == "categorical"]
+
+    def fingerprint(self) -> str:
+        """A hash of what shapes the model's state (its series, their detectors and
+        parameters, its task and online model): a checkpoint of the model made under
+        another one is not restored. Alerting, label-join bounds and sinks may change."""
+        doc: dict[str, Any] = {
+            "series": [
+                (
+                    s.name,
+                    s.type,
+                    [(d.kind, d.params.model_dump()) for d in s.detectors],
+                    s.fence_iqr,
+                )
+                for s in self.series
+            ],
+            "task": self.task,
+            "online": None if self.online_model is None else self.online_model.model_dump(),
+        }
+        return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def plan(config: Config) -> dict[str, ModelPlan]:
+    """Every configured model's plan."""
+    out: dict[str, ModelPlan] = {}
+    for name, m in config.models.items():
+        specs = config.feature_specs(name)
+        series = []
+        for feature, spec in specs.items():
+            params = config.params_for(name, feature)
+            series.append(
+                SeriesPlan(
+                    feature,
+                    spec.type,
+                    tuple(
+                        DetectorPlan(kind, params.of(kind))
+                        for kind in config.detectors_for(name, feature)
+                    ),
+                    params.outlier_fence_iqr if spec.type == "numeric" else None,
+                )
+            )
+        ref = config.reference_for(name)
+        out[name] = ModelPlan(
+            name=name,
+            series=tuple(series),
+            features=frozenset(f for f in specs if f != PREDICTION),
+            warmup=ref.warmup,
+            reference_file=ref.file,
+            task=m.task,
+            online_model=m.online_model,
+            labels=config.labels,
+            alerting=config.alerting,
+            labels_topic=config.kafka.labels_topic is not None,
+            max_record_bytes=config.kafka.max_record_bytes,
+        )
+    return out

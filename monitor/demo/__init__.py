@@ -1,0 +1,1 @@
+"""`driftline demo`: the embedded broker and the replayed stream."""

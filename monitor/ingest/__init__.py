@@ -1,0 +1,1 @@
+"""Records in: the source protocols, Kafka, decoding, event time and dead letters."""

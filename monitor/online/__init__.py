@@ -1,0 +1,1 @@
+"""Per-model state and the pipeline: detector banks, references, labels, the online learner."""

@@ -1,0 +1,478 @@
+"""Per-model monitoring: warm-up into a reference, then a bank of detectors over every series.
+
+A :class:`ModelMonitor` counts the model's events (its *event index* orders everything the
+alert policy does, so replays of the same stream give the same alerts), collects the
+reference during warm-up (or loads it from a file), then feeds each batch to a
+:class:`DetectorBank` and reports the detections, each with its detecting check's
+evidence, and a :class:`BankView` of the batch (the events' times and the distribution
+of the values up to any of its events) for the alert policy.
+
+>>> from monitor.config.schema import parse_config
+>>> from monitor.ingest.decode import Decoder
+>>> from monitor.config.plan import plan
+>>> cfg = parse_config({"kafka": {"topic": "p"}, "defaults": {"reference": {"warmup": 500},
+...     "detectors": ["ks"]}, "models": {"m": {"features": {"x": "numeric"}}}}, env={})
+>>> rng = np.random.default_rng(0)
+>>> events = [f'{{"model": "m", "features": {{"x": {v}}}}}'.encode()
+...           for v in np.r_[rng.normal(0, 1, 1000), rng.normal(2, 1, 500)]]
+>>> mon = ModelMonitor(plan(cfg)["m"])
+>>> detections, view = mon.process(Decoder.of(cfg).decode(events)[0]["m"])
+>>> mon.ready, detections[0].event, detections[0].detector
+(True, 1199, 'ks')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors import Detector, DriftResult
+from monitor.alerting.alerts import Evidence
+from monitor.config.kinds import registry
+from monitor.config.plan import ModelPlan
+from monitor.errors import CheckpointError
+from monitor.ingest.decode import ModelBatch, ModelSchema
+from monitor.online.reference import Reference, read_reference_file
+
+MIN_REFERENCE_VALUES = 20
+RECENT = 1000  # values per series behind an alert's "current" summary
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Drift signalled on one series by one detector at one event of the model, with the
+    detecting check's statistic, threshold, window and reference sizes; its p-value is
+    computed when first asked for (:meth:`evidence`)."""
+
+    event: int
+    feature: str
+    detector: str
+    ts: float
+    score: float
+    threshold: float
+    window_size: int
+    reference_size: int
+    p_value_of: Callable[[], float] = field(repr=False, compare=False, default=lambda: np.nan)
+
+    def evidence(self) -> Evidence:
+        p = float(self.p_value_of())
+        return Evidence(
+            self.score,
+            self.threshold,
+            None if p != p else p,
+            self.window_size,
+            self.reference_size,
+        )
+
+
+def fences(reference: np.ndarray, fence_iqr: float | None) -> tuple[float, float]:
+    """The outlier fences of one numeric series: its reference's 1st and 99th percentiles
+    widened by ``fence_iqr`` interquartile ranges (the 1-99 range, or the median's size,
+    when the IQR is 0). No fences (infinite) when ``fence_iqr`` is None.
+
+    >>> fences(np.arange(101.0), 10.0)
+    (-499.0, 599.0)
+    """
+    ok = reference[~np.isnan(reference)]
+    if fence_iqr is None or ok.size == 0:
+        return -np.inf, np.inf
+    p1, p25, p50, p75, p99 = np.percentile(ok, [1, 25, 50, 75, 99])
+    scale = p75 - p25
+    if not scale > 0:
+        scale = p99 - p1 if p99 > p1 else max(abs(p50), 1.0)
+    return float(p1 - fence_iqr * scale), float(p99 + fence_iqr * scale)
+
+
+def summarize_numeric(values: np.ndarray) -> dict[str, float | int] | None:
+    ok = values[~np.isnan(values)]
+    if ok.size == 0:
+        return None
+    p5, p50, p95 = np.percentile(ok, [5, 50, 95])
+    return {
+        "n": int(ok.size),
+        "mean": float(ok.mean()),
+        "std": float(ok.std()),
+        "p5": float(p5),
+        "p50": float(p50),
+        "p95": float(p95),
+    }
+
+
+def summarize_codes(codes: np.ndarray, vocab: dict[str, int]) -> dict[str, Any] | None:
+    ok = codes[~np.isnan(codes)].astype(np.int64)
+    if ok.size == 0:
+        return None
+    names = {c: v for v, c in vocab.items()}
+    values, counts = np.unique(ok, return_counts=True)
+    order = np.lexsort((values, -counts))[:5]
+    top = {
+        ("(unseen)" if values[i] < 0 else names[int(values[i])]): round(
+            float(counts[i] / ok.size), 4
+        )
+        for i in order
+    }
+    return {"n": int(ok.size), "top": top, "unseen_share": round(float((ok < 0).mean()), 4)}
+
+
+@dataclass
+class Group:
+    """One detector instance over the series it watches (those sharing its parameters)."""
+
+    detector: str  # its kind
+    columns: np.ndarray  # into the numeric matrix, or one categorical series index
+    names: list[str]
+    det: Detector
+    vocab: dict[str, int] | None = None
+    last: DriftResult | None = None  # what its latest update saw
+
+
+def codes_of(values: list[str | None], vocab: dict[str, int]) -> np.ndarray:
+    """Category codes (-1 outside the vocabulary, NaN for missing)."""
+    return np.array([np.nan if v is None else vocab.get(v, -1) for v in values], dtype=np.float64)
+
+
+class DetectorBank:
+    """The detectors of one model, built from its plan and reference; ``states`` (from
+    :meth:`export_state`) restores them instead of starting afresh."""
+
+    def __init__(
+        self,
+        plan: ModelPlan,
+        schema: ModelSchema,
+        reference: Reference,
+        saved: dict[str, Any] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.groups: list[Group] = []
+        self.skipped: dict[str, str] = {}
+        specs = {s.name: s for s in plan.series}
+        kinds = registry()
+        num_ok = [
+            j
+            for j, n in enumerate(schema.numeric)
+            if self._enough(n, int(np.count_nonzero(~np.isnan(reference.numeric[:, j]))))
+        ]
+        # One detector instance per (kind, parameters), shared by all its series.
+        buckets: dict[tuple[str, str], tuple[Any, list[int]]] = {}
+        for j in num_ok:
+            for d in specs[schema.numeric[j]].detectors:
+                key = (d.kind, d.params.model_dump_json())
+                buckets.setdefault(key, (d.params, []))[1].append(j)
+        cat_ok = [
+            j
+            for j, n in enumerate(schema.categorical)
+            if self._enough(n, sum(v is not None for v in reference.categorical[j]))
+        ]
+        states = list(saved["detectors"]) if saved is not None else None
+        if states is not None and len(states) != len(buckets) + len(cat_ok):
+            raise CheckpointError("the saved detectors do not fit this model's plan")
+
+        def make(kind: str, params: Any, ref: np.ndarray) -> Detector:
+            if states is None:
+                return kinds[kind].build(params, ref)
+            state = states.pop(0)
+            if state.get("kind") != kind:
+                raise CheckpointError(
+                    f"saved detector {state.get('kind')!r} where {kind} is planned"
+                )
+            return kinds[kind].rebuild(state, params, ref)
+
+        for (kind, _), (params, cols) in buckets.items():
+            idx = np.array(cols, dtype=np.int64)
+            det = make(kind, params, reference.numeric[:, idx])
+            self.groups.append(Group(kind, idx, [schema.numeric[c] for c in cols], det))
+        for j in cat_ok:
+            name = schema.categorical[j]
+            d = specs[name].detectors[0]
+            vocab = reference.vocabulary(j, d.params.max_categories)
+            det = make(d.kind, d.params, codes_of(reference.categorical[j], vocab))
+            self.groups.append(Group(d.kind, np.array([j]), [name], det, vocab))
+        self.ref_summary: dict[str, Any] = {}
+        for j, n in enumerate(schema.numeric):
+            self.ref_summary[n] = summarize_numeric(reference.numeric[:, j])
+        for g in self.groups:
+            if g.vocab is not None:
+                j = int(g.columns[0])
+                self.ref_summary[g.names[0]] = summarize_codes(
+                    codes_of(reference.categorical[j], g.vocab), g.vocab
+                )
+        self.vocabs = {g.names[0]: g.vocab for g in self.groups if g.vocab is not None}
+        bounds = [
+            fences(reference.numeric[:, j], specs[n].fence_iqr)
+            for j, n in enumerate(schema.numeric)
+        ]
+        self.fence_lo = np.array([lo for lo, _ in bounds], dtype=np.float64)
+        self.fence_hi = np.array([hi for _, hi in bounds], dtype=np.float64)
+        n_cat = len(schema.categorical)
+        self.outliers = np.zeros(len(schema.numeric), dtype=np.int64)
+        self.unseen = np.zeros(n_cat, dtype=np.int64)
+        self._recent_num = np.full((RECENT, len(schema.numeric)), np.nan)
+        self._recent_cat = np.full((RECENT, n_cat), np.nan)
+        self._recent_pos = 0
+        self._unremembered: tuple[np.ndarray, np.ndarray] | None = None
+        if saved is not None:
+            self.outliers[...] = saved["outliers"]
+            self.unseen[...] = saved["unseen"]
+            num, cat, pos = saved["recent"]
+            self._recent_num[...], self._recent_cat[...], self._recent_pos = num, cat, int(pos)
+            for g in self.groups:  # their last check, as status (no new values)
+                g.last = g.det.update(np.empty((0, g.det.n_series)))
+
+    def _enough(self, name: str, n_valid: int) -> bool:
+        if n_valid < MIN_REFERENCE_VALUES:
+            self.skipped[name] = f"only {n_valid} reference values (need {MIN_REFERENCE_VALUES})"
+            return False
+        return True
+
+    def update(self, batch: ModelBatch, first_event: int) -> tuple[list[Detection], BankView]:
+        """Feed a batch whose first row is the model's event ``first_event``."""
+        self._remember()
+        detections: list[Detection] = []
+        ts = batch.ts
+        cat_codes = np.full((len(batch), len(self.schema.categorical)), np.nan)
+        numeric = batch.numeric
+        with np.errstate(invalid="ignore"):  # NaN compares False: missing is no outlier
+            out = (numeric < self.fence_lo) | (numeric > self.fence_hi)
+        self.outliers += out.sum(axis=0)
+        clipped = np.clip(numeric, self.fence_lo, self.fence_hi) if out.any() else numeric
+        for g in self.groups:
+            if g.vocab is None:
+                # ADWIN averages values: it sees outliers at the fence; the rank-based
+                # tests see every value as it is.
+                X = (clipped if g.detector == "adwin" else numeric)[:, g.columns]
+            else:
+                j = int(g.columns[0])
+                X = codes_of(batch.categorical[j], g.vocab)
+                cat_codes[:, j] = X
+                self.unseen[j] += int(np.count_nonzero(X == -1))
+            result = g.det.update(X)
+            g.last = result
+            for s, name in enumerate(g.names):
+                rows = result.detections[s].tolist()
+                if not rows:
+                    continue
+                scores = result.detection_scores[s].tolist()
+                windows = (
+                    result.detection_windows[s].tolist()
+                    if result.detection_windows
+                    else [int(result.window_size[s])] * len(rows)
+                )
+                threshold = float(result.threshold[s])
+                ref_size = int(result.reference_size[s])
+                for k, (row, score, window) in enumerate(zip(rows, scores, windows, strict=True)):
+                    detections.append(
+                        Detection(
+                            first_event + row,
+                            name,
+                            g.detector,
+                            ts[row],
+                            score,
+                            threshold,
+                            int(window),
+                            ref_size,
+                            _p_value(result, s, k),
+                        )
+                    )
+        self._unremembered = (numeric, cat_codes)
+        detections.sort(key=lambda d: (d.event, d.feature, d.detector))
+        return detections, BankView(self, batch, cat_codes, first_event)
+
+    def _remember(self) -> None:
+        """Move the previous batch into the ring of recent values (done lazily, so that the
+        previous batch's view still saw the ring as it was before that batch)."""
+        if self._unremembered is None:
+            return
+        numeric, codes = self._unremembered
+        self._unremembered = None
+        n = numeric.shape[0]
+        if n >= RECENT:
+            self._recent_num[:] = numeric[-RECENT:]
+            self._recent_cat[:] = codes[-RECENT:]
+            self._recent_pos = 0
+            return
+        idx = (self._recent_pos + np.arange(n)) % RECENT
+        self._recent_num[idx] = numeric
+        self._recent_cat[idx] = codes
+        self._recent_pos = int((self._recent_pos + n) % RECENT)
+
+    def recent(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ring of recent values, oldest first (numeric, categorical codes)."""
+        order = (self._recent_pos + np.arange(RECENT)) % RECENT
+        return self._recent_num[order], self._recent_cat[order]
+
+    def export_state(self) -> dict[str, Any]:
+        self._remember()
+        return {
+            "detectors": [g.det.export_state(include_reference=False) for g in self.groups],
+            "unseen": self.unseen.copy(),
+            "outliers": self.outliers.copy(),
+            "recent": (self._recent_num.copy(), self._recent_cat.copy(), self._recent_pos),
+        }
+
+
+def _p_value(result: DriftResult, s: int, k: int) -> Callable[[], float]:
+    return lambda: float(result.detection_p_values[s][k])
+
+
+class BankView:
+    """One batch as the alert policy sees it (valid until the bank's next update)."""
+
+    def __init__(
+        self, bank: DetectorBank, batch: ModelBatch, codes: np.ndarray, first_event: int
+    ) -> None:
+        self._bank = bank
+        self._batch = batch
+        self._codes = codes
+        self.first = first_event
+        self.end = first_event + len(batch)
+
+    def ts_of(self, event: int) -> float:
+        i = event - self.first
+        return self._batch.ts[i] if 0 <= i < len(self._batch) else np.nan
+
+    def reference_summary(self, feature: str) -> dict[str, Any] | None:
+        summary: dict[str, Any] | None = self._bank.ref_summary.get(feature)
+        return summary
+
+    def current_summary(self, feature: str, event: int) -> dict[str, Any] | None:
+        """The distribution of the series' last values up to ``event`` (at most RECENT)."""
+        bank, schema = self._bank, self._bank.schema
+        upto = max(0, min(len(self._batch), event - self.first + 1))
+        recent_num, recent_cat = bank.recent()
+        if feature in schema.numeric:
+            j = schema.numeric.index(feature)
+            values = np.concatenate([recent_num[:, j], self._batch.numeric[:upto, j]])
+            return summarize_numeric(values[-RECENT:])
+        vocab = bank.vocabs.get(feature)
+        if vocab is None:
+            return None
+        j = schema.categorical.index(feature)
+        values = np.concatenate([recent_cat[:, j], self._codes[:upto, j]])
+        return summarize_codes(values[-RECENT:], vocab)
+
+
+class ModelMonitor:
+    """One model: its event counter, data-quality counters, reference and detectors."""
+
+    def __init__(self, plan: ModelPlan) -> None:
+        self.plan = plan
+        self.model = plan.name
+        self.schema = ModelSchema(plan)
+        n = len(self.schema.series)
+        self.events = 0  # events accepted so far: the next event's index
+        self.missing = np.zeros(n, dtype=np.int64)
+        self.wrong_type = np.zeros(n, dtype=np.int64)
+        self.out_of_range = np.zeros(n, dtype=np.int64)
+        self.schema_violations = 0
+        self.bank: DetectorBank | None = None
+        self.reference: Reference | None = None
+        self.warmup = plan.warmup or 0
+        self._ref_num: list[np.ndarray] = []
+        self._ref_cat: list[list[str | None]] = [[] for _ in self.schema.categorical]
+        self._ref_n = 0
+        if plan.reference_file is not None:
+            self._ready(read_reference_file(plan.reference_file, self.schema))
+
+    @property
+    def ready(self) -> bool:
+        return self.bank is not None
+
+    @property
+    def reference_events(self) -> int:
+        return self._ref_n
+
+    def _ready(self, reference: Reference, saved: dict[str, Any] | None = None) -> None:
+        self._ref_n = reference.n_events
+        self.reference = reference
+        self.bank = DetectorBank(self.plan, self.schema, reference, saved)
+        self._ref_num, self._ref_cat = [], []
+
+    def export_state(self) -> dict[str, Any]:
+        """Plain data: everything that determines this model's future output."""
+        ref = self.reference
+        return {
+            "kind": "model_monitor",
+            "version": 1,
+            "events": self.events,
+            "missing": self.missing.copy(),
+            "wrong_type": self.wrong_type.copy(),
+            "out_of_range": self.out_of_range.copy(),
+            "schema_violations": self.schema_violations,
+            "warmup": {
+                "n": self._ref_n,
+                "numeric": np.concatenate(self._ref_num)
+                if self._ref_num
+                else np.empty((0, len(self.schema.numeric))),
+                "categorical": [list(c) for c in self._ref_cat],
+            },
+            "reference": None
+            if ref is None
+            else {"numeric": ref.numeric.copy(), "categorical": [list(c) for c in ref.categorical]},
+            "bank": None if self.bank is None else self.bank.export_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`export_state`: the detector bank is rebuilt from the plan and the
+        saved reference, then each detector takes its saved state."""
+        if state.get("kind") != "model_monitor" or state.get("version") != 1:
+            raise CheckpointError(f"not a model monitor state of version 1: {state.get('kind')}")
+        self.events = int(state["events"])
+        for name in ("missing", "wrong_type", "out_of_range"):
+            getattr(self, name)[...] = state[name]
+        self.schema_violations = int(state["schema_violations"])
+        self.bank = None
+        self.reference = None
+        warm = state["warmup"]
+        self._ref_n = int(warm["n"])
+        self._ref_num = [np.asarray(warm["numeric"], dtype=np.float64)] if self._ref_n else []
+        self._ref_cat = [list(c) for c in warm["categorical"]]
+        ref = state["reference"]
+        if ref is not None:
+            reference = Reference(
+                self.model,
+                np.asarray(ref["numeric"], dtype=np.float64),
+                [list(c) for c in ref["categorical"]],
+            )
+            self._ready(reference, state["bank"])
+
+    def process(
+        self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None = None
+    ) -> tuple[list[Detection], BankView | None]:
+        """Warm up or detect, then count; returns the batch's detections and the view the
+        alert policy needs (None while warming up)."""
+        found = self._process(batch, on_ready)
+        self.missing += batch.missing
+        self.wrong_type += batch.wrong_type
+        self.out_of_range += batch.out_of_range
+        self.schema_violations += batch.schema_violations
+        self.events += len(batch)
+        return found
+
+    def _process(
+        self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None
+    ) -> tuple[list[Detection], BankView | None]:
+        n = len(batch)
+        start = self.events
+        taken = 0
+        if self.bank is None:
+            taken = min(n, self.warmup - self._ref_n)
+            self._ref_num.append(batch.numeric[:taken])
+            for j, col in enumerate(batch.categorical):
+                self._ref_cat[j].extend(col[:taken])
+            self._ref_n += taken
+            if self._ref_n < self.warmup:
+                return [], None
+            num = np.concatenate(self._ref_num) if self._ref_num else np.empty((0, 0))
+            self._ready(
+                Reference(self.model, num.reshape(-1, len(self.schema.numeric)), self._ref_cat)
+            )
+            if on_ready is not None:
+                on_ready(self)
+            if taken == n:
+                return [], None
+        assert self.bank is not None
+        rest = batch if taken == 0 else batch.slice(taken, n)
+        return self.bank.update(rest, start + taken)

@@ -1,0 +1,84 @@
+"""Everything one model's future output depends on, in one object, exported as plain data.
+
+A :class:`ModelState` holds the model's monitor (event count, data quality, reference,
+detectors), its alert episodes, its label join and its production model's performance.
+:meth:`~ModelState.export_state` gives plain, versioned data (numbers, strings, lists,
+dicts and numpy arrays: never pickled objects of driftline's own classes), and
+:meth:`~ModelState.from_state` refuses a state of another format version or made under
+another plan of the model (its series, detectors, task: see ``ModelPlan.fingerprint``)
+with a :class:`~monitor.errors.CheckpointError` saying so. The online learner's model is
+not here: it lives in its own process and is checkpointed next to this state.
+
+>>> from monitor.config.schema import parse_config
+>>> from monitor.config.plan import plan
+>>> p = plan(parse_config({"kafka": {"topic": "t"},
+...     "models": {"m": {"features": {"x": "numeric"}}}}, env={}))["m"]
+>>> state = ModelState(p)
+>>> state.monitor.events = 7
+>>> ModelState.from_state(p, state.export_state()).monitor.events
+7
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from monitor.alerting.policy import AlertPolicy, ModelAlerts
+from monitor.config.plan import ModelPlan
+from monitor.errors import CheckpointError
+from monitor.online.bank import ModelMonitor
+from monitor.online.labels import LabelJoin, Performance
+
+VERSION = 1
+
+
+class ModelState:
+    def __init__(self, plan: ModelPlan) -> None:
+        self.plan = plan
+        self.name = plan.name
+        labels = plan.labels
+        self.monitor = ModelMonitor(plan)
+        self.alerts = ModelAlerts(plan.name, plan.alerting)
+        self.policy = AlertPolicy(plan.alerting)  # stateless: the rules for its episodes
+        self.join = LabelJoin(labels.max_pending, labels.max_age_s)
+        self.performance = Performance(plan.task, labels.window, labels.decay, labels.delta)  # type: ignore[arg-type]
+        self.last_ts = math.nan  # event time of the newest event seen
+        self.partition: int | None = None  # the partition whose state holds this model
+
+    def export_state(self) -> dict[str, Any]:
+        return {
+            "kind": "model",
+            "version": VERSION,
+            "model": self.name,
+            "fingerprint": self.plan.fingerprint(),
+            "partition": self.partition,
+            "last_ts": self.last_ts,
+            "monitor": self.monitor.export_state(),
+            "alerts": self.alerts.export_state(),
+            "join": self.join.export_state(),
+            "performance": self.performance.export_state(),
+        }
+
+    @classmethod
+    def from_state(cls, plan: ModelPlan, state: dict[str, Any]) -> ModelState:
+        if state.get("kind") != "model":
+            raise CheckpointError(f"not a model state: {state.get('kind')!r}")
+        if state.get("version") != VERSION:
+            raise CheckpointError(
+                f"model state format version {state.get('version')!r} is not supported "
+                f"(this driftline reads version {VERSION})"
+            )
+        if state.get("fingerprint") != plan.fingerprint():
+            raise CheckpointError(
+                f"model {plan.name} was checkpointed under another configuration of its "
+                "series, detectors or task"
+            )
+        out = cls(plan)
+        out.partition = state["partition"]
+        out.last_ts = float(state["last_ts"])
+        out.monitor.load_state(state["monitor"])
+        out.alerts.load_state(state["alerts"])
+        out.join.load_state(state["join"])
+        out.performance.load_state(state["performance"])
+        return out

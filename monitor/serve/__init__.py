@@ -1,0 +1,1 @@
+"""What others read: the status snapshot, /status, /metrics and the HTTP app."""

@@ -1,0 +1,136 @@
+"""One HTTP port: ``/metrics``, ``/healthz``, ``/readyz``, ``/status``,
+``/models/{model}/predict``. Every read goes through the status snapshot (never the live
+state of the worker thread).
+
+Probe semantics for a sidecar: a failing readiness probe takes the *whole pod* (the model
+server too) out of its Service, so ``/readyz`` must not fail because of drift monitoring's
+own troubles. It answers 200 once the daemon has started (configuration valid, HTTP up,
+consume loop running) and 503 only while starting or shutting down; a broker outage or
+consumer lag shows in ``/status`` and the metrics, not here. ``/healthz`` answers 200
+while the event loop is serving requests. With ``http.token`` set, ``/status`` and
+``/models/*/predict`` need it as a bearer token; scrapes and probes stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from monitor.serve.status import Snapshot, status_document
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def check_features(declared: Mapping[str, Any], body: Any) -> tuple[str, dict[str, Any]]:
+    """``("", features)`` for a valid ``{"features": {...}}`` body, else the reason."""
+    if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
+        return 'the body must be a JSON object with a "features" object', {}
+    features: dict[str, Any] = {}
+    for name, value in body["features"].items():
+        spec = declared.get(name)
+        if spec is None:
+            return f"unknown feature {name!r} (declared: {', '.join(declared)})", {}
+        if value is None:
+            continue
+        if spec.type == "numeric":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return f"feature {name!r} must be a number or null", {}
+            features[name] = float(value)
+        else:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                return f"feature {name!r} must be a string, a number or null", {}
+            features[name] = value if isinstance(value, str) else str(value)
+    return "", features
+
+
+OPEN = frozenset({"/metrics", "/healthz", "/readyz"})  # scrapes and probes: never gated
+
+
+def bearer_gate(token: str | None) -> Any:
+    """Middleware: with a token configured, every endpoint but scrapes and probes wants
+    ``Authorization: Bearer <token>`` (compared in constant time, as bytes: any header
+    value, ASCII or not, is simply wrong when it is not the token); 401 otherwise."""
+    expected = None if token is None else f"Bearer {token}".encode()
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+        if expected is None or request.path in OPEN:
+            response: web.StreamResponse = await handler(request)
+            return response
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, expected):
+            return web.json_response(
+                {"error": "this endpoint needs 'Authorization: Bearer <http.token>'"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="driftline"'},
+            )
+        allowed: web.StreamResponse = await handler(request)
+        return allowed
+
+    return gate
+
+
+def build_app(
+    snapshot: Callable[[], Snapshot],
+    *,
+    registry: CollectorRegistry,
+    token: str | None = None,
+    learners: Mapping[str, Any] | None = None,
+    models: Mapping[str, Any] | None = None,
+) -> web.Application:
+    """The daemon's HTTP app. ``snapshot`` is the only view of the daemon it has;
+    ``learners`` answer predictions; ``models`` are the configured models (their declared
+    features check a prediction request)."""
+    learners = dict(learners or {})
+    models = dict(models or {})
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        d = snapshot().daemon
+        if d.ready:
+            return _json({"status": "ready"})
+        return _json({"status": "stopping" if d.stopping else "starting"}, status=503)
+
+    async def status(_: web.Request) -> web.Response:
+        return _json(status_document(snapshot()))
+
+    async def predict(request: web.Request) -> web.Response:
+        model = request.match_info["model"]
+        if model not in models:
+            return _json({"error": f"unknown model {model!r}"}, status=404)
+        learner = learners.get(model)
+        if learner is None:
+            return _json({"error": f"model {model!r} has no online_model configured"}, 404)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"the body is not JSON: {exc}"}, status=400)
+        problem, features = check_features(models[model].features, body)
+        if problem:
+            return _json({"error": problem}, status=400)
+        try:
+            return _json(await learner.predict(features))
+        except (TimeoutError, RuntimeError) as exc:
+            return _json({"error": f"the online learner cannot answer: {exc}"}, status=503)
+
+    app = web.Application(middlewares=[bearer_gate(token)])
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_post("/models/{model}/predict", predict)
+    return app

@@ -1,0 +1,1 @@
+"""State that survives: the checkpoint codec, stores, the partition ledger, the checkpointer."""
