@@ -29,21 +29,22 @@ from typing import Any
 
 import numpy as np
 import orjson
-from monitor.checkpoint import LocalStore, encode
 from rich.console import Console
 
 from monitor.config.schema import parse_config
 from monitor.online.pipeline import Pipeline
 from monitor.state.changelog import ChangelogStore
+from monitor.state.codec import decode, encode
+from monitor.state.stores import LocalStore
 
 from .bench_daemon import alternate, events, fill, report, run_daemon, worker_args
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def wide_pipeline(n_models: int, n_features: int, n_events: int) -> Pipeline:
+def pipe_config(n_models: int, n_features: int) -> Any:
     names = [f"f{i:03d}" for i in range(n_features)]
-    cfg = parse_config(
+    return parse_config(
         {
             "kafka": {"topic": "t"},
             "defaults": {"reference": {"warmup": 2000}},
@@ -53,7 +54,11 @@ def wide_pipeline(n_models: int, n_features: int, n_events: int) -> Pipeline:
         },
         env={},
     )
-    pipe = Pipeline(cfg, [])
+
+
+def wide_pipeline(n_models: int, n_features: int, n_events: int) -> Pipeline:
+    names = [f"f{i:03d}" for i in range(n_features)]
+    pipe = Pipeline.of(pipe_config(n_models, n_features))
     rng = np.random.default_rng(0)
     for k in range(n_models):
         X = rng.normal(size=(n_events, n_features))
@@ -111,7 +116,7 @@ async def changelog_times(
         found = await fresh.get("g/t/0")
         reads.append(time.perf_counter() - start)
         await fresh.stop()
-        assert found is not None
+        assert found
     return writes, reads
 
 
@@ -133,13 +138,16 @@ def main() -> None:
     pipe = wide_pipeline(10, 100, 2500 if args.quick else 4000)
     store_dir = Path(tempfile.mkdtemp(prefix="driftline-ckpt-"))
     store = LocalStore(store_dir)
-    times = []
+    times, restore_times = [], []
     path = None
     for _ in range(5):
         start = time.perf_counter()
-        data = encode({"pipeline": pipe.snapshot(0), "offsets": {("t", 0): 0}})
-        path = store.save_bytes("bench", data)
+        data = encode({"pipeline": pipe.export(0), "offsets": [(("t", 0), 0)]})
+        path = store.save("bench", data)
         times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        Pipeline.of(pipe_config(10, 100)).restore(0, decode(path.read_bytes())["pipeline"])
+        restore_times.append(time.perf_counter() - start)
     assert path is not None
     size = path.stat().st_size
     n = 30_000 if args.quick else 200_000
@@ -166,6 +174,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "series": 1000,
         "checkpoint_seconds": {"min": min(times), "median": statistics.median(times)},
+        "restore_seconds": {"min": min(restore_times), "median": statistics.median(restore_times)},
         "checkpoint_bytes": size,
         "changelog_write_seconds": {"min": min(writes), "median": statistics.median(writes)},
         "changelog_restore_seconds": {"min": min(reads), "median": statistics.median(reads)},
@@ -187,9 +196,11 @@ def main() -> None:
             "| what | value |",
             "|---|---|",
             "| series (10 models x 100 numeric features, PSI+KS+ADWIN each) | 1,000 |",
-            f"| checkpoint to a local directory (snapshot, pickle, fsync, rename), median | "
+            f"| checkpoint to a local directory (export, pickle, fsync, rename), median | "
             f"{result['checkpoint_seconds']['median'] * 1000:.0f} ms |",
             f"| checkpoint size | {size / 1e6:.1f} MB |",
+            f"| restoring it (read, check, unpickle plain data, rebuild the detectors), median | "
+            f"{result['restore_seconds']['median'] * 1000:.0f} ms |",
             f"| the same checkpoint to a changelog topic (chunked, acknowledged), median | "
             f"{statistics.median(writes) * 1000:.0f} ms |",
             f"| restoring it from the changelog with a fresh store, median | "

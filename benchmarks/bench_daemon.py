@@ -84,6 +84,7 @@ def config(bootstrap: str, topic: str, group: str) -> dict[str, Any]:
             "fetch_timeout_ms": 200,
         },
         "http": {"port": 0},
+        "state": {"memory_only": True},  # the throughput of detection, not of checkpoints
         "defaults": {"reference": {"warmup": 2000}, "detectors": ["psi", "ks", "adwin"]},
         "models": {
             MODEL: {"features": dict.fromkeys(FEATURES, "numeric"), "prediction": "numeric"}
@@ -131,7 +132,7 @@ async def run_daemon(
 ) -> tuple[float, int]:
     """The daemon over the topic; ``adjust`` may change its configuration document first."""
     from detectors import ADWIN, KS, PSI
-    from monitor.app.daemon import Daemon
+    from monitor.app.build import build
     from monitor.config.schema import parse_config
 
     # Load the compiled kernels before the clock starts, as a long-running daemon has.
@@ -141,20 +142,24 @@ async def run_daemon(
     doc = config(bootstrap, topic, group)
     if adjust is not None:
         adjust(doc)
-    daemon = Daemon(parse_config(doc, env={}))
+    daemon = build(parse_config(doc, env={}))
     task = asyncio.create_task(daemon.run())
-    mon = daemon.pipeline.monitors[MODEL]
+
+    def seen() -> int:  # events accepted plus records rejected, from the status snapshot
+        snap = daemon.snapshot().pipeline
+        return sum(m.events for m in snap.models.values()) + sum(snap.rejected.values())
+
     first = 0.0
-    while mon.events < n:
+    while seen() < n:
         if task.done():
             raise RuntimeError(f"daemon stopped: {task.result()}")
-        if not first and mon.events:
+        if not first and seen():
             first = time.perf_counter()
         await asyncio.sleep(0.005)
     took = time.perf_counter() - first
     daemon.request_stop()
     await task
-    return took, mon.events
+    return took, seen()
 
 
 def report(mode: str, seconds: float, seen: int) -> None:

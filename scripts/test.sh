@@ -21,7 +21,7 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager
 fi
 
 echo "== ruff"
-python3 -m ruff check detectors monitor sinks tests benchmarks
+python3 -m ruff check detectors monitor sinks tests benchmarks examples
 echo "== mypy (strict on detectors/, monitor/, sinks/)"
 python3 -m mypy
 echo "== pytest"

@@ -306,6 +306,23 @@ def test_an_error_while_handling_a_model_rejects_its_records_and_monitoring_goes
     assert count(d) == 3000 - BATCH
 
 
+def test_a_batch_whose_processing_fails_as_a_whole_is_rejected_not_a_crash_loop() -> None:
+    src, dead = MemorySource(events(3000)), MemoryDeadLetters()
+    d = daemon(src, None, dead=dead, state={"memory_only": True})
+    real, calls = d.pipeline.publish, [0]
+
+    def flaky(touched: Any = None) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("a bug after the models were processed")
+        real(touched)
+
+    d.pipeline.publish = flaky  # type: ignore[method-assign]
+    assert run(d, lambda: src.committed.get(("memory", 0)) == 3000) == 0
+    assert {reason for _, reason, _ in dead.sent} == {"internal_error"} and len(dead.sent) == BATCH
+    assert d.snapshot().daemon.internal_errors == 1
+
+
 def test_refused_credentials_stop_the_daemon_with_exit_status_2() -> None:
     src = MemorySource(events(100))
     src.fail = SaslAuthenticationFailed("bad password")

@@ -373,6 +373,7 @@ def daemon_status(d: Daemon) -> DaemonStatus:
         dead_letter_failures=d.dead_letters.failures,
         dead_letter_error=d.dead_letters.last_error,
         commit_failures=d.loop.commit_failures,
+        internal_errors=d.loop.internal_errors,
         offset_resets=dict(getattr(d.source, "resets", {})),
         store=None if d.store is None else d.store.describe(),
         memory_only=d.parts.memory_only,

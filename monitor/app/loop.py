@@ -26,7 +26,7 @@ from monitor.app.hooks import CrashPoints
 from monitor.backoff import Backoff
 from monitor.errors import FatalError, classify, describe
 from monitor.ingest.deadletters import DeadLetterQueue
-from monitor.ingest.decode import Rejected
+from monitor.ingest.decode import Rejected, internal_error
 from monitor.ingest.source import Offsets, Record, Source
 from monitor.logs import Throttle
 from monitor.online.pipeline import Decoded, Detected, Pipeline
@@ -80,6 +80,7 @@ class BatchLoop:
         self.fetch_error: str | None = None  # the last fetch failure, while it lasts
         self.commit_failures = 0
         self.emit_failures = 0
+        self.internal_errors = 0  # batches whose detection failed as a whole
         self.records = 0
         self._inflight: _InFlight | None = None
         self._backoff = Backoff(start=0.5, cap=30.0)
@@ -122,7 +123,15 @@ class BatchLoop:
                     await self._drain()
                     await self.checkpoint(self.ledger.owned)
         async with self.work:
-            await self._drain()
+            try:
+                await self._drain()
+            except Exception as exc:  # e.g. the dead-letter topic still away at shutdown
+                log.error(
+                    "the batch in flight could not be finished at shutdown (%s): it is not "
+                    "committed and is read again at the next start",
+                    describe(exc),
+                )
+                return
             await self.commit(self.ledger.to_commit())
             if self.checkpointer is not None:
                 await self.checkpoint(self.ledger.owned)
@@ -163,7 +172,12 @@ class BatchLoop:
             await self._finish(batch)
 
     async def _finish(self, batch: _InFlight) -> None:
-        detected = await batch.job
+        try:
+            detected = await batch.job
+        except Exception as exc:  # a bug outside the per-model guard: never a crash loop
+            log.exception("internal error processing a batch: its records are rejected")
+            self.internal_errors += 1
+            detected = Detected([], [internal_error(i, exc) for i in range(len(batch.predictions))])
         await self.emit(detected.alerts)
         dead = batch.dead + [(batch.predictions[x.index], x) for x in detected.failed]
         await self.dead_letters.send(dead)

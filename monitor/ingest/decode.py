@@ -496,8 +496,17 @@ class Decoder:
         _Bad saying why it is rejected."""
         try:
             env = _ENVELOPE.decode(raw)
-        except (msgspec.DecodeError, RecursionError):
+        except msgspec.ValidationError:  # valid JSON, other types: say which, value by value
             return self._from_document(_json(raw))
+        except RecursionError:
+            raise _Bad("bad_json", "JSON nested too deeply (about 1,000 levels at most)") from None
+        except msgspec.DecodeError as exc:
+            # Malformed for msgspec. Python's json also takes the NaN and Infinity literals
+            # some producers write (Python's own json.dumps does): only then try it, since a
+            # failing parse costs five times a good record.
+            if b"NaN" in raw or b"Infinity" in raw:
+                return self._from_document(_json(raw))
+            raise _Bad("bad_json", str(exc)) from None
         schema = self.schemas.get(env.model)
         if schema is None:
             raise _Bad("unknown_model", f"model {env.model[:200]!r} is not configured")

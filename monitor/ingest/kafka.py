@@ -437,10 +437,15 @@ class KafkaDeadLetters:
         self.producer = producer
 
     async def send(self, items: Sequence[tuple[Record, Rejected]]) -> None:
+        """Build the records into batches (one per dead-letter partition, the source's
+        partition modulo their count), send them all, then await every acknowledgement."""
         if not items:
             return
         await self.start()
-        assert self.producer is not None
+        producer = self.producer
+        assert producer is not None
+        partitions = sorted(await producer.partitions_for(self.topic))
+        batches: dict[int, Any] = {}
         futures = []
         for record, rej in items:
             headers = [
@@ -449,11 +454,20 @@ class KafkaDeadLetters:
                 ("driftline-detail", rej.detail[:500].encode()),
                 ("driftline-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
             ]
-            futures.append(
-                await self.producer.send(
-                    self.topic, value=record.value, key=record.key, headers=headers
-                )
-            )
+            p = partitions[record.partition % len(partitions)]
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = producer.create_batch()
+            if (
+                batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+                is None
+            ):
+                futures.append(await producer.send_batch(batch, self.topic, partition=p))
+                batch = batches[p] = producer.create_batch()
+                batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+        for p, batch in batches.items():
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, self.topic, partition=p))
         await asyncio.gather(*futures)
 
     async def stop(self) -> None:

@@ -14,6 +14,7 @@ while the event loop is serving requests. With ``http.token`` set, ``/status`` a
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,9 +25,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from monitor.serve.status import Snapshot, status_document
 
 
+def _dumps(data: Any) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
-    body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2)
-    return web.Response(body=body, status=status, content_type="application/json")
+    return web.Response(body=_dumps(data), status=status, content_type="application/json")
 
 
 def check_features(declared: Mapping[str, Any], body: Any) -> tuple[str, dict[str, Any]]:
@@ -85,15 +89,29 @@ def build_app(
     token: str | None = None,
     learners: Mapping[str, Any] | None = None,
     models: Mapping[str, Any] | None = None,
+    cache_s: float = 0.25,
 ) -> web.Application:
     """The daemon's HTTP app. ``snapshot`` is the only view of the daemon it has;
     ``learners`` answer predictions; ``models`` are the configured models (their declared
-    features check a prediction request)."""
+    features check a prediction request); ``/metrics`` and ``/status`` are at most
+    ``cache_s`` old."""
     learners = dict(learners or {})
     models = dict(models or {})
+    # A rendered page is reused for ``cache_s``: a scraper hammering the port costs the
+    # event loop a few renders a second, not one per request.
+    cache: dict[str, tuple[float, bytes]] = {}
+
+    def cached(path: str, render: Callable[[], bytes]) -> bytes:
+        now = time.monotonic()
+        hit = cache.get(path)
+        if hit is not None and now - hit[0] < cache_s:
+            return hit[1]
+        body = render()
+        cache[path] = (now, body)
+        return body
 
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        body = cached("/metrics", lambda: generate_latest(registry))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
@@ -106,7 +124,8 @@ def build_app(
         return _json({"status": "stopping" if d.stopping else "starting"}, status=503)
 
     async def status(_: web.Request) -> web.Response:
-        return _json(status_document(snapshot()))
+        body = cached("/status", lambda: _dumps(status_document(snapshot())))
+        return web.Response(body=body, content_type="application/json")
 
     async def predict(request: web.Request) -> web.Response:
         model = request.match_info["model"]

@@ -349,7 +349,7 @@ FAMILIES: list[tuple[type, str, str, list[str], Callable[[Snapshot], Samples]]] 
         "internal_errors",
         "Unexpected errors while handling a batch (its records rejected).",
         [],
-        _one(lambda s: s.pipeline.internal_errors),
+        _one(lambda s: s.pipeline.internal_errors + s.daemon.internal_errors),
     ),
     (
         GAUGE,

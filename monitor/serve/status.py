@@ -43,6 +43,7 @@ class DaemonStatus:
     dead_letter_failures: int
     dead_letter_error: str | None
     commit_failures: int
+    internal_errors: int  # batches whose processing failed as a whole (their records rejected)
     offset_resets: Mapping[str, int]
     store: str | None
     memory_only: bool
@@ -155,7 +156,7 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
             "failures": d.dead_letter_failures,
             "last_error": d.dead_letter_error,
         },
-        "internal_errors": p.internal_errors,
+        "internal_errors": p.internal_errors + d.internal_errors,
         "commit_failures": d.commit_failures,
         "partitions": {
             str(part): {
