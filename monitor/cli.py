@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="driftline",
         description="Streaming drift monitor for ML models: prediction events in, "
         "drift alerts and Prometheus metrics out.",
-        epilog="Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.",
+        epilog="Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration "
+        "(Kafka credentials and permissions included).",
     )
     parser.add_argument("--version", action="version", version=f"driftline {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -41,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the daemon: consume prediction events from Kafka, alert on drift",
         description="Consume prediction events from Kafka, monitor every feature and the "
         "prediction, send alerts to the configured sinks and serve /metrics, /healthz, "
-        "/readyz and /status. Stops cleanly on SIGTERM or SIGINT (exit 0); exit 2 for an "
-        "invalid configuration (every error listed), 1 when assigned partitions cannot be "
-        "taken over (a supervisor restarts it). SIGUSR1 logs where every task is waiting.",
+        "/readyz and /status. A broker, store or receiver that is away is retried while it "
+        "serves. Stops cleanly on SIGTERM or SIGINT (exit 0); exit 2 for an invalid "
+        "configuration (every error listed) or credentials/permissions Kafka refuses, 1 for "
+        "a fault it cannot work around (a supervisor restarts it). State goes to ./data "
+        "unless state: says otherwise. SIGUSR1 logs where every task is waiting.",
     )
     run.add_argument("--config", "-c", required=True, type=Path, help="YAML configuration file")
     run.add_argument(

@@ -58,6 +58,35 @@ def loan_events(n: int, drift_at: int | None, seed: int = 0) -> list[bytes]:
     return out
 
 
+def sea_stream(n_before: int, n_after: int, inline: bool = True) -> tuple[list[bytes], list[bytes]]:
+    """River's SEA with a concept switch after ``n_before`` events (function 0 -> 2, the
+    features stable), scored by a production model that knows the first concept. Labels
+    come inline, or (``inline=False``) as label records 30 s after their predictions."""
+    from river.datasets import synth
+
+    stream = list(synth.SEA(variant=0, seed=1).take(n_before))
+    stream += list(synth.SEA(variant=2, seed=2).take(n_after))
+    preds, labels = [], []
+    for i, (x, y) in enumerate(stream):
+        event: dict[str, Any] = {
+            "model": "sea",
+            "id": f"q{i}",
+            "ts": 1.7e9 + i,
+            "features": {f"x{k}": float(v) for k, v in x.items()},
+            "prediction": 0.9 if x[0] + x[1] > 8 else 0.1,
+        }
+        if inline:
+            event["label"] = bool(y)
+        else:
+            labels.append(
+                orjson.dumps(
+                    {"model": "sea", "id": f"q{i}", "label": bool(y), "ts": 1.7e9 + i + 30}
+                )
+            )
+        preds.append(orjson.dumps(event))
+    return preds, labels
+
+
 def produce(
     bootstrap: str,
     topic: str,

@@ -24,6 +24,7 @@ from monitor.state.stores import MemoryStore
 from sinks.registry import assemble
 from sinks.testing import RecordingSink
 
+from .conftest import sea_stream
 from .test_checkpoint import same
 
 BATCH = 500
@@ -408,22 +409,7 @@ def test_thousands_of_scrapes_during_consumption_see_whole_batches_only() -> Non
 def test_a_learner_process_killed_mid_run_is_restarted_and_monitoring_goes_on(
     tmp_path: Any,
 ) -> None:
-    from river.datasets import synth
-
-    stream = list(synth.SEA(variant=0, seed=1).take(6000))
-    values = [
-        orjson.dumps(
-            {
-                "model": "sea",
-                "id": f"q{i}",
-                "ts": 1.7e9 + i,
-                "features": {f"x{k}": float(v) for k, v in x.items()},
-                "prediction": 0.9 if x[0] + x[1] > 8 else 0.1,
-                "label": bool(y),
-            }
-        )
-        for i, (x, y) in enumerate(stream)
-    ]
+    values = sea_stream(6000, 0)[0]
     cfg = config(
         models={
             "sea": {

@@ -6,26 +6,50 @@ milliseconds, and a restart in the middle of a drift with the configuration as w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from river.datasets import synth
 
 from monitor.app.build import build
 from monitor.config.schema import parse_config
 from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
 
-from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
+from .conftest import (
+    WebhookReceiver,
+    accepted,
+    daemon_config,
+    loan_events,
+    produce,
+    sea_stream,
+)
 from .test_e2e_kafka import get, output_of, run_until, start_cli, wait_http, write_config
 
 pytestmark = pytest.mark.e2e
+
+
+@contextlib.contextmanager
+def cli(config: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``driftline run`` as a child, stopped with SIGTERM at the end (exit 0 required),
+    killed if the test failed first."""
+    proc = start_cli(config, cwd=cwd)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, output_of(config)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def status(port: int) -> dict[str, Any]:
@@ -94,56 +118,22 @@ def test_poison_records_are_dead_lettered_once_and_never_read_again_after_a_rest
     doc["http"]["port"] = port
     config = write_config(tmp_path, doc)
 
-    first = start_cli(config)
-    try:
+    with cli(config):
         s = wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 3002)
         assert s["dead_letters"]["sent"] == {"bad_json": 3}
         assert s["models"]["credit-v1"]["series"]["salary"]["out_of_range"] == 1
         assert s["models"]["credit-v1"]["last_event_ts"] < 2e9  # never year 55,000
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0, output_of(config)
-    finally:
-        if first.poll() is None:
-            first.kill()
     dlq = asyncio.run(read_topic(broker.bootstrap, f"{topic}.dlq", 3))
     assert sorted(r.offset for r in dlq) == [0, 1, 2]
     assert {dict(r.headers)["driftline-reason"] for r in dlq} == {b"bad_json"}
     log = output_of(config)
     assert "rejected record (bad_json)" in log  # every reject is logged (rate-limited)
 
-    second = start_cli(config)  # a restart: resumes after what was processed
-    try:
+    with cli(config):  # a restart: resumes after what was processed
         produce(broker.bootstrap, topic, loan_events(100, drift_at=None, seed=9))
         s = wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 3102)
         assert s["dead_letters"]["sent"] == {}  # nothing was read twice
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0
-    finally:
-        if second.poll() is None:
-            second.kill()
     assert len(asyncio.run(read_topic(broker.bootstrap, f"{topic}.dlq", 4, timeout=3))) == 3
-
-
-def sea(n_before: int, n_after: int) -> tuple[list[bytes], list[bytes]]:
-    stream = list(synth.SEA(variant=0, seed=1).take(n_before))
-    stream += list(synth.SEA(variant=2, seed=2).take(n_after))
-    preds, labels = [], []
-    for i, (x, y) in enumerate(stream):
-        preds.append(
-            orjson.dumps(
-                {
-                    "model": "sea",
-                    "id": f"q{i}",
-                    "ts": 1.7e9 + i,
-                    "features": {f"x{k}": float(v) for k, v in x.items()},
-                    "prediction": 0.9 if x[0] + x[1] > 8 else 0.1,
-                }
-            )
-        )
-        labels.append(
-            orjson.dumps({"model": "sea", "id": f"q{i}", "label": bool(y), "ts": 1.7e9 + i + 30})
-        )
-    return preds, labels
 
 
 def test_a_backlog_on_both_topics_joins_every_label_and_alerts_the_concept_drift(
@@ -153,7 +143,7 @@ def test_a_backlog_on_both_topics_joins_every_label_and_alerts_the_concept_drift
     ahead of the predictions, and every label still meets its prediction."""
     labels_topic = f"{topic}.labels"
     create_topics_sync(broker.bootstrap, [labels_topic])
-    preds, labels = sea(12_000, 12_000)
+    preds, labels = sea_stream(12_000, 12_000, inline=False)
     produce(broker.bootstrap, labels_topic, labels, key=b"sea")
     produce(broker.bootstrap, topic, preds, key=b"sea")
     doc = daemon_config(broker.bootstrap, topic, sinks=[{"type": "webhook", "url": receiver.url}])
@@ -313,20 +303,16 @@ def test_a_saved_position_the_new_log_cannot_honour_starts_over_and_says_so(
     doc["http"]["port"] = port
     config = write_config(tmp_path, doc)
     try:
-        proc = start_cli(config)
-        wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == saved)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        with cli(config):
+            wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == saved)
         broker.stop()
         broker = EmbeddedBroker(port=kafka_port).start()
         create_topics_sync(broker.bootstrap, ["p", "p.dlq"])
         produce(broker.bootstrap, "p", loan_events(new, drift_at=None, seed=2))
-        proc = start_cli(config)
-        s = wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == saved + new)
-        reason = "after_log_end" if new < saved else "log_replaced"
-        assert s["kafka"]["offset_resets"].get(reason) == 1, s["kafka"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        with cli(config):
+            s = wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == saved + new)
+            reason = "after_log_end" if new < saved else "log_replaced"
+            assert s["kafka"]["offset_resets"].get(reason) == 1, s["kafka"]
     finally:
         broker.stop()
     assert "starting over at 0" in output_of(config)
@@ -359,8 +345,7 @@ def test_the_configuration_as_written_keeps_a_drift_across_a_restart(
     del doc["state"]  # as the README's example: nothing said about state
     doc["http"]["port"] = port
     config = write_config(tmp_path, doc)
-    proc = start_cli(config, cwd=tmp_path)
-    try:
+    with cli(config, cwd=tmp_path):
         s = wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 4500)
         wait_http(
             port,
@@ -368,15 +353,9 @@ def test_the_configuration_as_written_keeps_a_drift_across_a_restart(
             lambda c, b: any(a["feature"] == "salary" for a in json.loads(b)["alerts_firing"]),
         )
         firing = {a["id"] for a in status(port)["alerts_firing"] if a["feature"] == "salary"}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert list((tmp_path / "data").glob("*.ckpt")) and (tmp_path / "data" / "outbox").is_dir()
 
-    proc = start_cli(config, cwd=tmp_path)  # the same directory, the same state
-    try:
+    with cli(config, cwd=tmp_path):  # the same directory, the same state
         s = wait_status(port, lambda s: s["state"]["restores"].get("restored") == 1)
         assert s["models"]["credit-v1"]["reference"] == {
             "ready": True,
@@ -390,11 +369,6 @@ def test_the_configuration_as_written_keeps_a_drift_across_a_restart(
         while not firing <= {a["id"] for a in receiver.alerts if a["status"] == "resolved"}:
             assert time.monotonic() < deadline, "the firing alerts were not resolved"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "restored partition 0" in output_of(config)
     assert "memory_only" not in output_of(config)
 
@@ -404,12 +378,32 @@ def test_memory_only_state_is_a_choice_the_daemon_warns_about(tmp_path: Path) ->
     doc = daemon_config(f"127.0.0.1:{free_port()}", "p")  # memory_only, no broker needed
     doc["http"]["port"] = port
     config = write_config(tmp_path, doc)
-    proc = start_cli(config)
-    try:
+    with cli(config):
         wait_http(port, "/healthz", lambda code, _: code == 200)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "state.memory_only" in output_of(config)
+
+
+def test_a_stop_with_the_broker_gone_still_ends_within_its_bound(tmp_path: Path) -> None:
+    broker = EmbeddedBroker().start()
+    try:
+        create_topics_sync(broker.bootstrap, ["p", "p.dlq"])
+        produce(broker.bootstrap, "p", loan_events(2000, drift_at=None))
+        port = free_port()
+        doc = daemon_config(broker.bootstrap, "p", state={"path": str(tmp_path / "state")})
+        doc["http"]["port"] = port
+        doc["shutdown_timeout_s"] = 4
+        config = write_config(tmp_path, doc)
+        proc = start_cli(config)
+        try:
+            wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 2000)
+            broker.kill()  # commits now wait for a coordinator that is gone
+            time.sleep(1.0)
+            stopped = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, output_of(config)[-3000:]
+            assert time.monotonic() - stopped < 25
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        broker.stop()

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from river.datasets import synth
 
 from monitor.app.build import build, build_learners
 from monitor.config.plan import plan
@@ -21,27 +20,14 @@ from monitor.online.pipeline import Pipeline
 from monitor.state.stores import LocalStore
 from sinks.testing import RecordingSink
 
+from .conftest import sea_stream
+
 N_BEFORE, N_AFTER = 5000, 8000
 
 
 def sea_events() -> list[bytes]:
-    """SEA with a concept switch after N_BEFORE events (function 0 -> 2, features stable);
-    the production model is the pre-drift concept; labels come inline."""
-    stream = list(synth.SEA(variant=0, seed=1).take(N_BEFORE))
-    stream += list(synth.SEA(variant=2, seed=2).take(N_AFTER))
-    return [
-        orjson.dumps(
-            {
-                "model": "sea",
-                "id": f"q{i}",
-                "ts": 1.7e9 + i,
-                "features": {f"x{k}": float(v) for k, v in x.items()},
-                "prediction": 0.9 if x[0] + x[1] > 8 else 0.1,
-                "label": bool(y),
-            }
-        )
-        for i, (x, y) in enumerate(stream)
-    ]
+    """SEA with a concept switch after N_BEFORE events; labels inline."""
+    return sea_stream(N_BEFORE, N_AFTER)[0]
 
 
 def config(learner: str, http: bool = False, **extra: Any) -> dict[str, Any]:

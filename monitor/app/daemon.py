@@ -167,6 +167,7 @@ class Daemon:
             fetch_timeout_ms=k.fetch_timeout_ms,
             max_records=k.max_batch_records,
             crash=parts.crash,
+            stop_timeout_s=self.config.shutdown_timeout_s,
         )
         self.owner = PartitionOwner(
             ledger=self.ledger,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from monitor.alerting.alerts import Alert
 from monitor.app.hooks import CrashPoints
-from monitor.backoff import Backoff
-from monitor.errors import FatalError, classify, describe
+from monitor.backoff import Backoff, retrying
+from monitor.errors import FatalError, describe
 from monitor.ingest.deadletters import DeadLetterQueue
 from monitor.ingest.decode import Rejected, internal_error
 from monitor.ingest.source import Offsets, Record, Source
@@ -63,6 +63,8 @@ class BatchLoop:
         max_records: int = 5000,
         crash: CrashPoints | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        commit_timeout_s: float = 10.0,
+        stop_timeout_s: float = 10.0,
     ) -> None:
         self.source = source
         self.pipeline = pipeline
@@ -76,6 +78,8 @@ class BatchLoop:
         self.max_records = max_records
         self.crash = crash or CrashPoints(None)
         self.sleep = sleep
+        self.commit_timeout_s = commit_timeout_s
+        self.stop_timeout_s = stop_timeout_s
         self.work = asyncio.Lock()  # one of: a batch step, a checkpoint, a rebalance
         self.fetch_error: str | None = None  # the last fetch failure, while it lasts
         self.commit_failures = 0
@@ -89,23 +93,28 @@ class BatchLoop:
     async def run(self, stopping: Callable[[], bool], wake: asyncio.Event) -> None:
         """Until ``stopping()``: fetch and process; then finish what is in flight, commit
         and take the final checkpoint."""
+
+        def failed(exc: BaseException, _: float) -> None:
+            self.fetch_error = describe(exc)
+
+        async def pause(delay: float) -> None:  # a backoff that a stop request cuts short
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+
         while not stopping():
             try:
-                records = await self.source.fetch(self.fetch_timeout_ms, self.max_records)
-            except asyncio.CancelledError:
+                records = await retrying(
+                    lambda: self.source.fetch(self.fetch_timeout_ms, self.max_records),
+                    what="fetching records",
+                    backoff=self._backoff,
+                    sleep=pause,
+                    stopping=stopping,
+                    on_failure=failed,
+                )
+            except FatalError:
                 raise
-            except Exception as exc:
-                fault = classify(exc)
-                if not fault.transient:
-                    raise FatalError(
-                        f"fetching records: {fault.advice or describe(exc)}", fault.exit_code
-                    ) from exc
-                self.fetch_error = describe(exc)
-                delay = self._backoff.next()
-                log.error("fetch failed (%s); retrying in %.1f s", self.fetch_error, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), delay)
-                continue
+            except Exception:  # a fetch failed as the daemon stops: finish up
+                break
             self.fetch_error = None
             self._backoff.reset()
             # As the records arrive, before waiting for the lock: a rebalance that runs
@@ -122,6 +131,16 @@ class BatchLoop:
                 ):
                     await self._drain()
                     await self.checkpoint(self.ledger.owned)
+        try:  # bounded: a broker gone at shutdown must not hold the stop up for ever
+            await asyncio.wait_for(self._final(), self.stop_timeout_s)
+        except TimeoutError:
+            log.error(
+                "the final commit and checkpoint did not finish within %.0f s; what they did "
+                "not save is read again at the next start",
+                self.stop_timeout_s,
+            )
+
+    async def _final(self) -> None:
         async with self.work:
             try:
                 await self._drain()
@@ -207,8 +226,8 @@ class BatchLoop:
     async def commit(self, offsets: Offsets) -> bool:
         if not offsets:
             return True
-        try:
-            await self.source.commit(offsets)
+        try:  # a commit waits for the group coordinator: bounded, then retried later
+            await asyncio.wait_for(self.source.commit(offsets), self.commit_timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

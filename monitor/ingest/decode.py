@@ -525,13 +525,7 @@ class Decoder:
         return self._checked(env.model, _check_id(env.id), env.ts, env.prediction, env.label, feats)
 
     def _from_document(self, doc: Any) -> _Parsed:
-        if not isinstance(doc, dict):
-            raise _Bad("not_an_object", f"the record is a JSON {type(doc).__name__}, not an object")
-        model = doc.get("model")
-        if model is None:
-            raise _Bad("missing_model", "the record has no 'model'")
-        if not isinstance(model, str):
-            raise _Bad("wrong_type", f"'model' must be a string, got {type(model).__name__}")
+        model = _model_of(doc, "record")
         if model not in self.schemas:
             raise _Bad("unknown_model", f"model {model[:200]!r} is not configured")
         if "features" not in doc or doc["features"] is None:
@@ -663,14 +657,20 @@ def decode_labels(
     return out, rejected
 
 
-def _label_document(doc: Any) -> tuple[Any, Any, Any, Any]:
+def _model_of(doc: Any, what: str) -> str:
+    """The ``model`` of a parsed document, or _Bad saying what is wrong with it."""
     if not isinstance(doc, dict):
-        raise _Bad("not_an_object", f"the label is a JSON {type(doc).__name__}, not an object")
+        raise _Bad("not_an_object", f"the {what} is a JSON {type(doc).__name__}, not an object")
     model = doc.get("model")
     if model is None:
-        raise _Bad("missing_model", "the label has no 'model'")
+        raise _Bad("missing_model", f"the {what} has no 'model'")
     if not isinstance(model, str):
         raise _Bad("wrong_type", f"'model' must be a string, got {type(model).__name__}")
+    return model
+
+
+def _label_document(doc: Any) -> tuple[Any, Any, Any, Any]:
+    model = _model_of(doc, "label")
     if "label" not in doc:
         raise _Bad("missing_label", "the label record has no 'label'")
     return model, doc.get("id"), doc.get("label"), doc.get("ts")
