@@ -131,7 +131,9 @@ async def run_mode(mode: str, bootstrap: str, group: str, n: int) -> dict[str, A
                 str(report),
                 "--rate",
                 rate,
-            ]
+            ],
+            stdout=subprocess.DEVNULL,  # never hold the worker's output pipe open
+            stderr=subprocess.DEVNULL,
         )
         while not report.exists():
             await asyncio.sleep(0.05)
@@ -142,7 +144,6 @@ async def run_mode(mode: str, bootstrap: str, group: str, n: int) -> dict[str, A
         snap = daemon.snapshot().pipeline
         return sum(m.events for m in snap.models.values()) + sum(snap.rejected.values())
 
-    scraper = None
     report = Path(f"/tmp/driftline-scrapes-{group}.json")
     while daemon.http_port is None:
         await asyncio.sleep(0.01)

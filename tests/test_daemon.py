@@ -436,3 +436,31 @@ def test_a_learner_process_killed_mid_run_is_restarted_and_monitoring_goes_on(
     (component,) = [c for c in snap.daemon.components if c.name == "learner:sea"]
     assert component.restarts >= 1 and snap.pipeline.models["sea"].learner is not None
     assert learner.learned > 0 and learner.error is None
+
+
+def test_any_authorization_header_gets_401_or_200_never_a_server_error() -> None:
+    import socket
+
+    src = MemorySource(events(10))
+    d = daemon(src, None, state={"memory_only": True}, http={"port": 0, "token": "s3cret"})
+    answers: list[bytes] = []
+
+    def raw(header: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", d.http_port or 0), timeout=5) as conn:
+            conn.sendall(
+                b"GET /status HTTP/1.1\r\nHost: x\r\n" + header + b"Connection: close\r\n\r\n"
+            )
+            return conn.recv(100).split(b"\r\n", 1)[0]
+
+    async def probe() -> None:
+        for header in (
+            "Authorization: Bearer é\r\n".encode(),  # UTF-8
+            "Authorization: Bearer é\r\n".encode("latin-1"),  # not UTF-8 at all
+            b"Authorization: Bearer \xff\xfe\r\n",
+            b"",
+            b"Authorization: Bearer s3cret\r\n",
+        ):
+            answers.append(await asyncio.to_thread(raw, header))
+
+    assert run(d, lambda: d.http_port is not None, then=probe) == 0
+    assert [a.split(b" ")[1] for a in answers] == [b"401"] * 4 + [b"200"]
