@@ -144,10 +144,11 @@ def test_timestamps_in_any_unit_and_rfc3339_variants_are_the_same_instant() -> N
     assert batches["credit-v1"].ts == [float(second)] * len(forms)
 
 
-def test_an_absent_ts_takes_the_record_timestamp() -> None:
-    batches, _ = Decoder.of(CONFIG).decode([event(ts=None), event(ts=None)], [1.7e9, math.nan])
+def test_an_absent_ts_takes_the_record_timestamp_when_it_is_plausible() -> None:
+    stamps = [1.7e9, math.nan, 9.2e15, -1.0]  # set freely by producers: far future, negative
+    batches, rejected = Decoder.of(CONFIG).decode([event(ts=None)] * 4, stamps)
     ts = batches["credit-v1"].ts
-    assert ts[0] == 1.7e9 and math.isnan(ts[1])
+    assert rejected == [] and ts[0] == 1.7e9 and all(math.isnan(t) for t in ts[1:])
 
 
 def test_integer_ids_are_ids() -> None:

@@ -388,6 +388,12 @@ class _Bad(Exception):
         self.reason, self.detail = reason, detail
 
 
+def _plausible(seconds: float, horizon: float) -> float:
+    """A Kafka record's timestamp as event time, or NaN when it cannot be one (producers
+    set it freely: before 1970 or beyond ``horizon`` it is ignored, never rejected)."""
+    return seconds if 0.0 <= seconds <= horizon else math.nan
+
+
 def _check_id(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -466,7 +472,7 @@ class Decoder:
                 if ts.__class__ is float and 0.0 <= ts < fast_ts_below:
                     pass  # seconds, plausible: the common case
                 elif ts is None:
-                    ts = math.nan if record_ts is None else record_ts[i]
+                    ts = math.nan if record_ts is None else _plausible(record_ts[i], horizon)
                 else:
                     ts = parse_ts(ts, now=now, max_future_s=self.max_future_s)
                 p = pending.get(model)
@@ -643,7 +649,8 @@ def decode_labels(
                 rejected.append(Rejected(i, "missing_label", "'label' is null"))
                 continue
             if ts is None:
-                seconds = math.nan if record_ts is None else record_ts[i]
+                horizon = math.inf if max_future_s is None else clock + max_future_s
+                seconds = math.nan if record_ts is None else _plausible(record_ts[i], horizon)
             else:
                 seconds = parse_ts(ts, now=clock, max_future_s=max_future_s)
             out.append(LabelEvent(model, label_id, label, seconds))
