@@ -51,10 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, type=Path, help="YAML configuration file")
     run.add_argument(
         "--log-level",
-        default="INFO",
+        default=None,
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level, any case (default INFO)",
+        help="log level, any case (default: logging.level of the configuration, INFO)",
+    )
+    run.add_argument(
+        "--log-format",
+        default=None,
+        choices=["text", "json"],
+        help="log lines as text or JSON objects (default: logging.format, text)",
     )
 
     check = sub.add_parser(
@@ -135,13 +141,13 @@ def cmd_check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def cmd_run(path: Path, level: str) -> int:
+def cmd_run(path: Path, level: str | None, format: str | None) -> int:
     from monitor.logs import configure
 
-    configure(level)
     config = _load(path)
     if config is None:
         return EXIT_USAGE
+    configure(level or config.logging.level, format or config.logging.format)
     from monitor.app.build import build
     from monitor.app.hooks import CrashPoints
 
@@ -202,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return cmd_check_config(args.config)
     if args.command == "run":
-        return cmd_run(args.config, args.log_level)
+        return cmd_run(args.config, args.log_level, args.log_format)
     if args.command == "reference":
         if args.reference_command != "build":
             parser.parse_args(["reference", "--help"])

@@ -1,4 +1,5 @@
-"""Logging set-up for the daemon: one format, and no log storms from client libraries."""
+"""Logging set-up for the daemon: text for people or JSON for machines, and no log storms
+from client libraries or hostile streams."""
 
 from __future__ import annotations
 
@@ -6,7 +7,43 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+# What every LogRecord has; anything else on a record came from ``extra=`` and is a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, RFC 3339), ``level``, ``logger``,
+    ``message``, every ``extra=`` field, and ``exception`` with the traceback if any.
+
+    >>> rec = logging.LogRecord("driftline", logging.WARNING, "", 0, "bad %s", ("x",), None)
+    >>> rec.created, rec.reason = 0.0, "bad_json"
+    >>> JsonFormatter().format(rec)
+    '{"time":"1970-01-01T00:00:00.000Z","level":"WARNING","logger":"driftline","message":"bad x","reason":"bad_json"}'
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        doc: dict[str, Any] = {
+            "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in doc:
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
 
 
 class RateLimit(logging.Filter):
@@ -72,9 +109,16 @@ class Throttle:
         self._last: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> bool:
+    def log(
+        self,
+        level: int,
+        msg: str,
+        *args: object,
+        exc_info: bool = False,
+        extra: Mapping[str, object] | None = None,
+    ) -> bool:
         """Log unless a line of this template went out less than ``period_s`` ago; returns
-        whether it was logged."""
+        whether it was logged. ``extra`` fields go to the record (JSON logs show them)."""
         with self._lock:
             now = self.clock()
             last = self._last.get(msg)
@@ -86,11 +130,11 @@ class Throttle:
             self._last[msg] = (now, 0)
         if last is not None and last[1]:
             msg = f"{msg} ({last[1]} more like this in the last {now - last[0]:.0f} s)"
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        self.logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
         return True
 
-    def warning(self, msg: str, *args: object) -> bool:
-        return self.log(logging.WARNING, msg, *args)
+    def warning(self, msg: str, *args: object, extra: Mapping[str, object] | None = None) -> bool:
+        return self.log(logging.WARNING, msg, *args, extra=extra)
 
     def error(self, msg: str, *args: object) -> bool:
         return self.log(logging.ERROR, msg, *args)
@@ -99,10 +143,14 @@ class Throttle:
         return self.log(logging.ERROR, msg, *args, exc_info=True)
 
 
-def configure(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(level: str, format: str = "text") -> None:
+    """Log to stderr at ``level``, as ``text`` or ``json`` lines (replacing any handler)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     limit = RateLimit()
     for name in (
         "aiokafka",

@@ -125,3 +125,43 @@ def test_prediction_is_a_reserved_feature_name() -> None:
 def test_reference_is_warmup_or_file_not_both() -> None:
     errors = errors_of(minimal(defaults={"reference": {"warmup": 100, "file": "r.json"}}))
     assert errors == ["defaults.reference: give warmup or file, not both"]
+
+
+def test_an_unknown_key_is_named_with_the_nearest_valid_one_and_every_valid_one() -> None:
+    errors = errors_of(
+        {
+            "kafka": {"topic": "t", "bootstrap_server": "b:9092"},
+            "defaults": {"reference": {"warmpu": 500}, "params": {"ks": {"alpah": 1e-3}}},
+            "models": {"m": {"features": {"x": "numerc", "y": {"type": "numeric", "detectros": []}}}},
+            "sinks": [{"type": "webhook", "url": "http://h/", "tiemout_s": 3}],
+            "alertng": {},
+            "zzzz": 1,
+        }
+    )
+    by_path = dict(e.split(": ", 1) for e in errors)
+    assert by_path["kafka.bootstrap_server"].startswith(
+        "unknown key 'bootstrap_server' (did you mean 'bootstrap_servers'?); valid keys here:"
+    )
+    assert "(did you mean 'warmup'?); valid keys here: file, warmup" in by_path[
+        "defaults.reference.warmpu"
+    ]
+    assert "(did you mean 'alpha'?)" in by_path["defaults.params.ks.alpah"]
+    assert by_path["models.m.features.x.type"].endswith(
+        "not 'numerc' (did you mean 'numeric'?)"
+    )
+    assert "(did you mean 'detectors'?)" in by_path["models.m.features.y.detectros"]
+    # a sink's keys are its own type's, not every sink's
+    sink = by_path["sinks.0.tiemout_s"]
+    assert "(did you mean 'timeout_s'?)" in sink and "bootstrap_servers" not in sink
+    assert "(did you mean 'alerting'?)" in by_path["alertng"]
+    assert "did you mean" not in by_path["zzzz"] and "kafka" in by_path["zzzz"]
+
+
+def test_logging_is_text_at_info_unless_configured() -> None:
+    assert (parse_config(minimal(), env={}).logging.format, "INFO") == (
+        "text",
+        parse_config(minimal(), env={}).logging.level,
+    )
+    cfg = parse_config(minimal(logging={"format": "json", "level": "debug"}), env={})
+    assert (cfg.logging.format, cfg.logging.level) == ("json", "DEBUG")
+    assert errors_of(minimal(logging={"format": "xml"}))[0].startswith("logging.format:")

@@ -11,10 +11,13 @@ Every problem is reported at once, each with its dotted path
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -260,6 +263,20 @@ class EventsConfig(Strict):
     max_future_s: float | None = Field(86_400.0, gt=0)
 
 
+class LoggingConfig(Strict):
+    """The daemon's own log lines, on stderr: ``text`` for people, ``json`` (one object per
+    line, with fields such as ``model``, ``reason``, ``topic``, ``partition``, ``offset``)
+    for log pipelines. ``driftline run --log-level`` overrides ``level``."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
 # -- I/O ---------------------------------------------------------------------------------
 class KafkaConfig(Strict):
     bootstrap_servers: str = "localhost:9092"
@@ -344,6 +361,7 @@ class Config(Strict):
     labels: LabelsConfig = LabelsConfig()
     state: StateConfig = StateConfig()
     events: EventsConfig = EventsConfig()
+    logging: LoggingConfig = LoggingConfig()
     shutdown_timeout_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
@@ -428,6 +446,68 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+def _members(t: Any) -> list[Any]:
+    """The concrete types a (possibly Annotated, Optional or Union) annotation stands for."""
+    origin = get_origin(t)
+    if origin is Annotated:
+        return _members(get_args(t)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in get_args(t) for m in _members(a)]
+    return [t]
+
+
+def keys_at(loc: Sequence[int | str]) -> list[str]:
+    """The keys valid where ``loc`` points (the parent of its last part), for suggestions.
+
+    >>> keys_at(("defaults", "reference", "warmpu"))
+    ['file', 'warmup']
+    """
+    current: list[Any] = [Config]
+    for i, part in enumerate(loc[:-1]):
+        sinks = builtin_sinks()
+        if i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int) and part in sinks:
+            current = [sinks[str(part)].config]  # the sink union's tag: that sink's model
+            continue
+        nxt: list[Any] = []
+        for t in (m for c in current for m in _members(c)):
+            origin = get_origin(t)
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                field = t.model_fields.get(str(part))
+                if field is not None:
+                    nxt.append(field.annotation)
+            elif origin is dict:
+                nxt.append(get_args(t)[1])
+            elif origin is list and isinstance(part, int):
+                nxt.append(get_args(t)[0])
+        if nxt:
+            current = nxt  # else a union's tag or a validator's marker: same place
+    names = {
+        name
+        for t in (m for c in current for m in _members(c))
+        if isinstance(t, type) and issubclass(t, BaseModel)
+        for name in t.model_fields
+    }
+    return sorted(names)
+
+
+def _explain(err: Any) -> str:
+    """One pydantic error in words: what was expected, and the nearest valid key."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+        choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        close = difflib.get_close_matches(err["input"], choices, n=1, cutoff=0.6)
+        return f"{msg}, not {err['input']!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if err["type"] != "extra_forbidden":
+        return msg
+    key = str(err["loc"][-1])
+    valid = keys_at(err["loc"])
+    if not valid:
+        return f"unknown key {key!r}"
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+
+
 def parse_config(document: Any, env: dict[str, str] | None = None) -> Config:
     """Validate a parsed YAML document; raises ConfigError listing every problem."""
     if not isinstance(document, dict):
@@ -441,7 +521,7 @@ def parse_config(document: Any, env: dict[str, str] | None = None) -> Config:
         for err in exc.errors():
             where = _location(err["loc"])
             if where not in unset:
-                errors.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+                errors.append(f"{where}: {_explain(err)}")
         raise ConfigError(errors) from None
     if errors:
         raise ConfigError(errors)

@@ -53,13 +53,21 @@ class DeadLetterQueue:
         """Log, count and forward a batch's rejects; returns once all are acknowledged."""
         if not items:
             return
-        for record, rej in items:
+        for record, rej in items:  # one line per reason every 30 s, never the payload
             self._throttle.warning(
-                f"rejected record ({rej.reason}) at %s/%d/%d: %s",
+                f"rejected record ({rej.reason}) at %s/%d/%d%s: %s",
                 record.topic,
                 record.partition,
                 record.offset,
+                "" if rej.model is None else f" of model {rej.model}",
                 rej.detail[:300],
+                extra={
+                    "reason": rej.reason,
+                    "model": rej.model,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
             )
         if not self.enabled:
             return

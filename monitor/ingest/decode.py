@@ -78,6 +78,7 @@ class Rejected:
     index: int
     reason: str
     detail: str
+    model: str | None = None  # when the record got as far as naming a configured model
 
 
 def internal_error(index: int, exc: BaseException) -> Rejected:
@@ -384,8 +385,8 @@ def _json(raw: bytes) -> Any:
 
 
 class _Bad(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason, self.detail = reason, detail
+    def __init__(self, reason: str, detail: str, model: str | None = None) -> None:
+        self.reason, self.detail, self.model = reason, detail, model
 
 
 def _plausible(seconds: float, horizon: float) -> float:
@@ -448,6 +449,7 @@ class Decoder:
         fast_ts_below = min(1e11, horizon)
         events, model_of = self._events, self._model_of
         for i, raw in enumerate(values):
+            model = None
             try:
                 if not raw:
                     rejected.append(Rejected(i, "empty", "the record has no value"))
@@ -480,9 +482,9 @@ class Decoder:
                     p = pending[model] = _Pending(model, len(self.schemas[model].series))
                 p.add(i, rid, ts, pred, label, row, violation, counts)
             except _Bad as bad:
-                rejected.append(Rejected(i, bad.reason, bad.detail))
+                rejected.append(Rejected(i, bad.reason, bad.detail, bad.model))
             except TimestampError as exc:
-                rejected.append(Rejected(i, "bad_timestamp", f"'ts': {exc}"))
+                rejected.append(Rejected(i, "bad_timestamp", f"'ts': {exc}", model))
             except Exception as exc:  # a bug: reject this record, never the batch
                 rejected.append(internal_error(i, exc))
                 self._throttle.exception("internal error decoding record %d: %r", i, exc)
@@ -535,7 +537,7 @@ class Decoder:
         if model not in self.schemas:
             raise _Bad("unknown_model", f"model {model[:200]!r} is not configured")
         if "features" not in doc or doc["features"] is None:
-            raise _Bad("missing_features", "the record has no 'features'")
+            raise _Bad("missing_features", "the record has no 'features'", model)
         return self._checked(
             model,
             _check_id(doc.get("id")),
@@ -549,9 +551,11 @@ class Decoder:
         self, model: str, rid: str | None, ts: Any, pred: Any, label: Any, feats: Any
     ) -> _Parsed:
         if not isinstance(feats, dict):
-            raise _Bad("wrong_type", f"'features' must be an object, got {type(feats).__name__}")
+            raise _Bad(
+                "wrong_type", f"'features' must be an object, got {type(feats).__name__}", model
+            )
         if isinstance(ts, float) and ts != ts:
-            raise _Bad("bad_timestamp", "'ts' is NaN")
+            raise _Bad("bad_timestamp", "'ts' is NaN", model)
         schema = self.schemas[model]
         counts = np.zeros((3, len(schema.series)), dtype=np.int64)
         row, violation = schema.row(feats, counts)
@@ -643,10 +647,10 @@ def decode_labels(
                 continue
             label_id = _check_id(rid)
             if label_id is None:
-                rejected.append(Rejected(i, "missing_id", "the label has no 'id'"))
+                rejected.append(Rejected(i, "missing_id", "the label has no 'id'", model))
                 continue
             if label is None:
-                rejected.append(Rejected(i, "missing_label", "'label' is null"))
+                rejected.append(Rejected(i, "missing_label", "'label' is null", model))
                 continue
             if ts is None:
                 horizon = math.inf if max_future_s is None else clock + max_future_s
