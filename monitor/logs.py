@@ -26,8 +26,9 @@ class JsonFormatter(logging.Formatter):
 
     >>> rec = logging.LogRecord("driftline", logging.WARNING, "", 0, "bad %s", ("x",), None)
     >>> rec.created, rec.reason = 0.0, "bad_json"
-    >>> JsonFormatter().format(rec)
-    '{"time":"1970-01-01T00:00:00.000Z","level":"WARNING","logger":"driftline","message":"bad x","reason":"bad_json"}'
+    >>> print(JsonFormatter().format(rec).replace(',"message', ',\\n "message'))
+    {"time":"1970-01-01T00:00:00.000Z","level":"WARNING","logger":"driftline",
+     "message":"bad x","reason":"bad_json"}
     """
 
     def format(self, record: logging.LogRecord) -> str:

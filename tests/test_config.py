@@ -132,7 +132,9 @@ def test_an_unknown_key_is_named_with_the_nearest_valid_one_and_every_valid_one(
         {
             "kafka": {"topic": "t", "bootstrap_server": "b:9092"},
             "defaults": {"reference": {"warmpu": 500}, "params": {"ks": {"alpah": 1e-3}}},
-            "models": {"m": {"features": {"x": "numerc", "y": {"type": "numeric", "detectros": []}}}},
+            "models": {
+                "m": {"features": {"x": "numerc", "y": {"type": "numeric", "detectros": []}}}
+            },
             "sinks": [{"type": "webhook", "url": "http://h/", "tiemout_s": 3}],
             "alertng": {},
             "zzzz": 1,
@@ -142,13 +144,12 @@ def test_an_unknown_key_is_named_with_the_nearest_valid_one_and_every_valid_one(
     assert by_path["kafka.bootstrap_server"].startswith(
         "unknown key 'bootstrap_server' (did you mean 'bootstrap_servers'?); valid keys here:"
     )
-    assert "(did you mean 'warmup'?); valid keys here: file, warmup" in by_path[
-        "defaults.reference.warmpu"
-    ]
-    assert "(did you mean 'alpha'?)" in by_path["defaults.params.ks.alpah"]
-    assert by_path["models.m.features.x.type"].endswith(
-        "not 'numerc' (did you mean 'numeric'?)"
+    assert (
+        "(did you mean 'warmup'?); valid keys here: file, warmup"
+        in by_path["defaults.reference.warmpu"]
     )
+    assert "(did you mean 'alpha'?)" in by_path["defaults.params.ks.alpah"]
+    assert by_path["models.m.features.x.type"].endswith("not 'numerc' (did you mean 'numeric'?)")
     assert "(did you mean 'detectors'?)" in by_path["models.m.features.y.detectros"]
     # a sink's keys are its own type's, not every sink's
     sink = by_path["sinks.0.tiemout_s"]
