@@ -124,20 +124,52 @@ def cmd_check_config(path: Path) -> int:
     config = _load(path)
     if config is None:
         return EXIT_USAGE
-    print(f"{path}: OK")
-    for name in config.models:
+    from monitor.config.plan import plan
+    from monitor.ingest.decode import ModelSchema
+    from monitor.online.reference import read_reference_file, unmonitorable
+
+    problems: list[str] = []
+    lines: list[str] = []
+    for name, model_plan in plan(config).items():
         specs = config.feature_specs(name)
         ref = config.reference_for(name)
-        source = f"first {ref.warmup} events" if ref.warmup else f"file {ref.file}"
-        print(f"  model {name}: reference from {source}")
+        skipped: dict[str, str] = {}
+        if ref.file is None:
+            lines.append(f"  model {name}: reference from its first {ref.warmup} events")
+        else:
+            try:
+                reference = read_reference_file(ref.file, ModelSchema(model_plan))
+            except ValueError as exc:
+                problems.append(f"models.{name}.reference.file: {exc}")
+                continue
+            skipped = unmonitorable(reference, ModelSchema(model_plan))
+            lines.append(
+                f"  model {name}: reference from file {ref.file} ({reference.n_events} events)"
+            )
         for feature in specs:
+            if feature in skipped:
+                lines.append(
+                    f"    {feature} ({specs[feature].type}): NOT monitored: {skipped[feature]}"
+                )
+                continue
             dets = ", ".join(config.detectors_for(name, feature))
-            print(f"    {feature} ({specs[feature].type}): {dets}")
+            lines.append(f"    {feature} ({specs[feature].type}): {dets}")
+    if problems:
+        print(f"{path}: invalid configuration:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        print("Fix the errors above, then run 'driftline check-config' again.", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: OK")
+    print("\n".join(lines))
     sinks = ", ".join(s.type for s in config.sinks) or "none"
     print(
         f"  kafka: {config.kafka.topic} at {config.kafka.bootstrap_servers}, "
         f"group {config.kafka.group_id}; sinks: {sinks}"
     )
+    not_monitored = sum("NOT monitored" in line for line in lines)
+    if not_monitored:
+        print(f"warning: {not_monitored} configured series will not be monitored (see above)")
     return EXIT_OK
 
 

@@ -145,7 +145,7 @@ def test_an_unknown_key_is_named_with_the_nearest_valid_one_and_every_valid_one(
         "unknown key 'bootstrap_server' (did you mean 'bootstrap_servers'?); valid keys here:"
     )
     assert (
-        "(did you mean 'warmup'?); valid keys here: file, warmup"
+        "(did you mean 'warmup'?); valid keys here: file, keep_recent, warmup"
         in by_path["defaults.reference.warmpu"]
     )
     assert "(did you mean 'alpha'?)" in by_path["defaults.params.ks.alpah"]

@@ -76,7 +76,7 @@ class Alert:
     error_after: float | None = None  # ... and after the estimated change
     change_at: int | None = None  # concept drift: the labelled pair where it changed
     adaptation: str | None = None  # concept drift: what the online learner did
-    resolution: str | None = None  # resolved alerts: why ("quiet")
+    resolution: str | None = None  # resolved alerts: why ("quiet" or "rebaselined")
     summary: str = ""
 
     def to_dict(self) -> dict[str, Any]:

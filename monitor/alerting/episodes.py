@@ -96,6 +96,15 @@ class Episodes(Generic[K]):
             self.quiet_until[key] = at + self.cooldown
             yield at, key, ep
 
+    def close(self, which: Callable[[K], bool]) -> list[tuple[K, Episode]]:
+        """Close the open episodes of the keys ``which`` picks, with no cooldown after
+        them (a re-baseline: what fired is now normal, and a new drift may fire at once)."""
+        closed = [(key, ep) for key, ep in self.open.items() if which(key)]
+        for key, _ in closed:
+            del self.open[key]
+            self.quiet_until.pop(key, None)
+        return closed
+
     def firing(self) -> Iterator[tuple[K, Episode]]:
         return iter(list(self.open.items()))
 

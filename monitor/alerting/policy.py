@@ -211,7 +211,45 @@ class AlertPolicy:
             out += self._model_level(state, at, ts)
         return out
 
-    def _model_level(self, state: ModelAlerts, event: int, ts: float) -> list[Alert]:
+    def rebaselined(
+        self,
+        state: ModelAlerts,
+        features: Sequence[str] | None,
+        at: int,
+        ts: float,
+        reference_summary: Callable[[str], dict[str, Any] | None],
+    ) -> list[Alert]:
+        """Resolve the open episodes of the series given a new reference (all when
+        ``features`` is None) at the model's event ``at``, with ``resolution
+        "rebaselined"``, and the model-level episode if too few features still drift."""
+        chosen = None if features is None else set(features)
+        out: list[Alert] = []
+        for (feature, detector), ep in state.keys.close(lambda k: chosen is None or k[0] in chosen):
+            out.append(
+                make_alert(
+                    episode_id=ep.id,
+                    status="resolved",
+                    model=state.model,
+                    feature=feature,
+                    detector=detector,
+                    severity=ep.severity,
+                    started_at=ep.started_at,
+                    start_event=ep.start,
+                    at_event=at,
+                    ended_at=when(ts),
+                    reference_summary=reference_summary(feature),
+                    resolution="rebaselined",
+                    summary=f"{state.model}/{feature}: {detector} drift resolved "
+                    "(re-baselined: the new distribution is the reference)",
+                )
+            )
+        if out:
+            out += self._model_level(state, at, ts, resolution="rebaselined")
+        return out
+
+    def _model_level(
+        self, state: ModelAlerts, event: int, ts: float, resolution: str = "quiet"
+    ) -> list[Alert]:
         drifting = tuple(sorted({f for (f, _), _ep in state.keys.firing()}))
         need = self.config.model_alert_min_features
         ep = state.model_episode
@@ -245,7 +283,7 @@ class AlertPolicy:
                 ended_at=when(ts),
                 evidence=Evidence(score=float(len(drifting)), threshold=float(need)),
                 features=drifting,
-                resolution="quiet" if status == "resolved" else None,
+                resolution=resolution if status == "resolved" else None,
                 summary=text,
             )
         ]

@@ -55,6 +55,8 @@ from monitor.config.schema import Config
 from monitor.errors import EXIT_FAILURE, FatalError
 from monitor.ingest.deadletters import DeadLetterQueue
 from monitor.ingest.source import DeadLetters, Source
+from monitor.online import commands
+from monitor.online.model_monitor import RebaselineError
 from monitor.online.pipeline import Pipeline
 from monitor.serve.http import build_app
 from monitor.serve.metrics import DriftlineCollector
@@ -251,6 +253,7 @@ class Daemon:
             else self.config.http.token.get_secret_value(),
             learners=self.parts.learners,
             models=self.config.models,
+            rebaseline=self.rebaseline,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -334,6 +337,20 @@ class Daemon:
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def rebaseline(
+        self, model: str, source: str, events: int, features: list[str] | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Re-baseline a model as a batch would be processed (see ``BatchLoop.command``):
+        200 (from recent) or 202 (from next, under way) with the model's reference, or
+        the HTTP status of a RebaselineError with its message."""
+        try:
+            done = await self.loop.command(
+                commands.rebaseline, self.pipeline, model, source, events, features
+            )
+        except RebaselineError as exc:
+            return exc.status, {"error": str(exc)}
+        return (200 if source == "recent" else 202), done.answer
 
     # -- work done for others, in the right thread ---------------------------------------
     async def _run_worker(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.alerting.alerts import Alert
 from monitor.app.hooks import CrashPoints
@@ -29,6 +30,7 @@ from monitor.ingest.deadletters import DeadLetterQueue
 from monitor.ingest.decode import Rejected, internal_error
 from monitor.ingest.source import Offsets, Record, Source
 from monitor.logs import Throttle
+from monitor.online.commands import Command, has_unsent, take_unsent
 from monitor.online.pipeline import Decoded, Detected, Pipeline
 from monitor.state.checkpointer import Checkpointer
 from monitor.state.ledger import PartitionLedger
@@ -131,6 +133,8 @@ class BatchLoop:
                 ):
                     await self._drain()
                     await self.checkpoint(self.ledger.owned)
+            if has_unsent(self.pipeline):  # e.g. a reference file changed at a restore
+                await self.command(take_unsent, self.pipeline)
         try:  # bounded: a broker gone at shutdown must not hold the stop up for ever
             await asyncio.wait_for(self._final(), self.stop_timeout_s)
         except TimeoutError:
@@ -154,6 +158,18 @@ class BatchLoop:
             await self.commit(self.ledger.to_commit())
             if self.checkpointer is not None:
                 await self.checkpoint(self.ledger.owned)
+
+    async def command(self, fn: Callable[..., Command], *args: Any) -> Command:
+        """Run ``fn(*args)`` in the worker thread with nothing in flight, as a batch would
+        be: its alerts go to the sinks, then the partitions it changed are checkpointed
+        (and what became durable committed). ``fn``'s exceptions reach the caller."""
+        async with self.idle():
+            done = await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+            await self.emit(done.alerts)
+            owned = done.partitions & self.ledger.owned
+            if self.checkpointer is not None and owned:
+                await self.checkpoint(owned)
+        return done
 
     @contextlib.asynccontextmanager
     async def idle(self) -> AsyncIterator[None]:

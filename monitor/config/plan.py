@@ -50,6 +50,7 @@ class ModelPlan:
     features: frozenset[str]  # the declared feature names
     warmup: int | None
     reference_file: Path | None
+    keep_recent: int  # recent events kept for a re-baseline "from recent"
     task: str | None
     online_model: OnlineModelConfig | None
     labels: LabelsConfig
@@ -111,6 +112,7 @@ def plan(config: Config) -> dict[str, ModelPlan]:
             features=frozenset(f for f in specs if f != PREDICTION),
             warmup=ref.warmup,
             reference_file=ref.file,
+            keep_recent=ref.keep_recent,
             task=m.task,
             online_model=m.online_model,
             labels=config.labels,

@@ -129,6 +129,12 @@ class ReferenceSpec(Strict):
 
     warmup: int | None = Field(None, ge=20)
     file: Path | None = None
+    keep_recent: int = Field(
+        5000,
+        ge=0,
+        description="the model's most recent events kept for a re-baseline 'from recent' "
+        "(about 8 bytes per numeric value; part of the checkpoint)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ReferenceSpec:
@@ -460,7 +466,7 @@ def keys_at(loc: Sequence[int | str]) -> list[str]:
     """The keys valid where ``loc`` points (the parent of its last part), for suggestions.
 
     >>> keys_at(("defaults", "reference", "warmpu"))
-    ['file', 'warmup']
+    ['file', 'keep_recent', 'warmup']
     """
     current: list[Any] = [Config]
     for i, part in enumerate(loc[:-1]):

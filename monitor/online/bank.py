@@ -1,28 +1,16 @@
-"""Per-model monitoring: warm-up into a reference, then a bank of detectors over every series.
+"""A model's bank of detectors over every series, built from its plan and reference.
 
-A :class:`ModelMonitor` counts the model's events (its *event index* orders everything the
-alert policy does, so replays of the same stream give the same alerts), collects the
-reference during warm-up (or loads it from a file), then feeds each batch to a
-:class:`DetectorBank` and reports the detections, each with its detecting check's
-evidence, and a :class:`BankView` of the batch (the events' times and the distribution
-of the values up to any of its events) for the alert policy.
-
->>> from monitor.config.schema import parse_config
->>> from monitor.ingest.decode import Decoder
->>> from monitor.config.plan import plan
->>> cfg = parse_config({"kafka": {"topic": "p"}, "defaults": {"reference": {"warmup": 500},
-...     "detectors": ["ks"]}, "models": {"m": {"features": {"x": "numeric"}}}}, env={})
->>> rng = np.random.default_rng(0)
->>> events = [f'{{"model": "m", "features": {{"x": {v}}}}}'.encode()
-...           for v in np.r_[rng.normal(0, 1, 1000), rng.normal(2, 1, 500)]]
->>> mon = ModelMonitor(plan(cfg)["m"])
->>> detections, view = mon.process(Decoder.of(cfg).decode(events)[0]["m"])
->>> mon.ready, detections[0].event, detections[0].detector
-(True, 1199, 'ks')
+A :class:`DetectorBank` feeds each batch to one detector instance per (kind, parameters),
+shared by the series it watches, and reports the detections, each with its detecting
+check's evidence, and a :class:`BankView` of the batch (the events' times and the
+distribution of the values up to any of its events) for the alert policy. Series whose
+reference has too few usable values are left out (``skipped``, with the reason).
+:class:`~monitor.online.model_monitor.ModelMonitor` owns the bank and its reference.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +23,10 @@ from monitor.config.kinds import registry
 from monitor.config.plan import ModelPlan
 from monitor.errors import CheckpointError
 from monitor.ingest.decode import ModelBatch, ModelSchema
-from monitor.online.reference import Reference, read_reference_file
+from monitor.online.reference import Reference, unmonitorable
 
-MIN_REFERENCE_VALUES = 20
+log = logging.getLogger("driftline.pipeline")
+
 RECENT = 1000  # values per series behind an alert's "current" summary
 
 
@@ -147,25 +136,17 @@ class DetectorBank:
     ) -> None:
         self.schema = schema
         self.groups: list[Group] = []
-        self.skipped: dict[str, str] = {}
+        self.skipped = unmonitorable(reference, schema)
         specs = {s.name: s for s in plan.series}
         kinds = registry()
-        num_ok = [
-            j
-            for j, n in enumerate(schema.numeric)
-            if self._enough(n, int(np.count_nonzero(~np.isnan(reference.numeric[:, j]))))
-        ]
+        num_ok = [j for j, n in enumerate(schema.numeric) if n not in self.skipped]
         # One detector instance per (kind, parameters), shared by all its series.
         buckets: dict[tuple[str, str], tuple[Any, list[int]]] = {}
         for j in num_ok:
             for d in specs[schema.numeric[j]].detectors:
                 key = (d.kind, d.params.model_dump_json())
                 buckets.setdefault(key, (d.params, []))[1].append(j)
-        cat_ok = [
-            j
-            for j, n in enumerate(schema.categorical)
-            if self._enough(n, sum(v is not None for v in reference.categorical[j]))
-        ]
+        cat_ok = [j for j, n in enumerate(schema.categorical) if n not in self.skipped]
         states = list(saved["detectors"]) if saved is not None else None
         if states is not None and len(states) != len(buckets) + len(cat_ok):
             raise CheckpointError("the saved detectors do not fit this model's plan")
@@ -220,12 +201,6 @@ class DetectorBank:
             self._recent_num[...], self._recent_cat[...], self._recent_pos = num, cat, int(pos)
             for g in self.groups:  # their last check, as status (no new values)
                 g.last = g.det.update(np.empty((0, g.det.n_series)))
-
-    def _enough(self, name: str, n_valid: int) -> bool:
-        if n_valid < MIN_REFERENCE_VALUES:
-            self.skipped[name] = f"only {n_valid} reference values (need {MIN_REFERENCE_VALUES})"
-            return False
-        return True
 
     def update(self, batch: ModelBatch, first_event: int) -> tuple[list[Detection], BankView]:
         """Feed a batch whose first row is the model's event ``first_event``."""
@@ -298,6 +273,21 @@ class DetectorBank:
         self._recent_cat[idx] = codes
         self._recent_pos = int((self._recent_pos + n) % RECENT)
 
+    def seed_recent(self, numeric: np.ndarray, categorical: list[list[str | None]]) -> None:
+        """Fill the ring of recent values from raw values, oldest first (a bank rebuilt by a
+        re-baseline continues the summaries of the bank it replaces)."""
+        self._unremembered = None
+        n = min(numeric.shape[0], RECENT)
+        self._recent_num[:] = np.nan
+        self._recent_cat[:] = np.nan
+        if n:
+            self._recent_num[RECENT - n :] = numeric[-n:]
+            for g in self.groups:
+                if g.vocab is not None:
+                    j = int(g.columns[0])
+                    self._recent_cat[RECENT - n :, j] = codes_of(categorical[j][-n:], g.vocab)
+        self._recent_pos = 0
+
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """The ring of recent values, oldest first (numeric, categorical codes)."""
         order = (self._recent_pos + np.arange(RECENT)) % RECENT
@@ -352,127 +342,3 @@ class BankView:
         j = schema.categorical.index(feature)
         values = np.concatenate([recent_cat[:, j], self._codes[:upto, j]])
         return summarize_codes(values[-RECENT:], vocab)
-
-
-class ModelMonitor:
-    """One model: its event counter, data-quality counters, reference and detectors."""
-
-    def __init__(self, plan: ModelPlan) -> None:
-        self.plan = plan
-        self.model = plan.name
-        self.schema = ModelSchema(plan)
-        n = len(self.schema.series)
-        self.events = 0  # events accepted so far: the next event's index
-        self.missing = np.zeros(n, dtype=np.int64)
-        self.wrong_type = np.zeros(n, dtype=np.int64)
-        self.out_of_range = np.zeros(n, dtype=np.int64)
-        self.schema_violations = 0
-        self.bank: DetectorBank | None = None
-        self.reference: Reference | None = None
-        self.warmup = plan.warmup or 0
-        self._ref_num: list[np.ndarray] = []
-        self._ref_cat: list[list[str | None]] = [[] for _ in self.schema.categorical]
-        self._ref_n = 0
-        if plan.reference_file is not None:
-            self._ready(read_reference_file(plan.reference_file, self.schema))
-
-    @property
-    def ready(self) -> bool:
-        return self.bank is not None
-
-    @property
-    def reference_events(self) -> int:
-        return self._ref_n
-
-    def _ready(self, reference: Reference, saved: dict[str, Any] | None = None) -> None:
-        self._ref_n = reference.n_events
-        self.reference = reference
-        self.bank = DetectorBank(self.plan, self.schema, reference, saved)
-        self._ref_num, self._ref_cat = [], []
-
-    def export_state(self) -> dict[str, Any]:
-        """Plain data: everything that determines this model's future output."""
-        ref = self.reference
-        return {
-            "kind": "model_monitor",
-            "version": 1,
-            "events": self.events,
-            "missing": self.missing.copy(),
-            "wrong_type": self.wrong_type.copy(),
-            "out_of_range": self.out_of_range.copy(),
-            "schema_violations": self.schema_violations,
-            "warmup": {
-                "n": self._ref_n,
-                "numeric": np.concatenate(self._ref_num)
-                if self._ref_num
-                else np.empty((0, len(self.schema.numeric))),
-                "categorical": [list(c) for c in self._ref_cat],
-            },
-            "reference": None
-            if ref is None
-            else {"numeric": ref.numeric.copy(), "categorical": [list(c) for c in ref.categorical]},
-            "bank": None if self.bank is None else self.bank.export_state(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`export_state`: the detector bank is rebuilt from the plan and the
-        saved reference, then each detector takes its saved state."""
-        if state.get("kind") != "model_monitor" or state.get("version") != 1:
-            raise CheckpointError(f"not a model monitor state of version 1: {state.get('kind')}")
-        self.events = int(state["events"])
-        for name in ("missing", "wrong_type", "out_of_range"):
-            getattr(self, name)[...] = state[name]
-        self.schema_violations = int(state["schema_violations"])
-        self.bank = None
-        self.reference = None
-        warm = state["warmup"]
-        self._ref_n = int(warm["n"])
-        self._ref_num = [np.asarray(warm["numeric"], dtype=np.float64)] if self._ref_n else []
-        self._ref_cat = [list(c) for c in warm["categorical"]]
-        ref = state["reference"]
-        if ref is not None:
-            reference = Reference(
-                self.model,
-                np.asarray(ref["numeric"], dtype=np.float64),
-                [list(c) for c in ref["categorical"]],
-            )
-            self._ready(reference, state["bank"])
-
-    def process(
-        self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None = None
-    ) -> tuple[list[Detection], BankView | None]:
-        """Warm up or detect, then count; returns the batch's detections and the view the
-        alert policy needs (None while warming up)."""
-        found = self._process(batch, on_ready)
-        self.missing += batch.missing
-        self.wrong_type += batch.wrong_type
-        self.out_of_range += batch.out_of_range
-        self.schema_violations += batch.schema_violations
-        self.events += len(batch)
-        return found
-
-    def _process(
-        self, batch: ModelBatch, on_ready: Callable[[ModelMonitor], None] | None
-    ) -> tuple[list[Detection], BankView | None]:
-        n = len(batch)
-        start = self.events
-        taken = 0
-        if self.bank is None:
-            taken = min(n, self.warmup - self._ref_n)
-            self._ref_num.append(batch.numeric[:taken])
-            for j, col in enumerate(batch.categorical):
-                self._ref_cat[j].extend(col[:taken])
-            self._ref_n += taken
-            if self._ref_n < self.warmup:
-                return [], None
-            num = np.concatenate(self._ref_num) if self._ref_num else np.empty((0, 0))
-            self._ready(
-                Reference(self.model, num.reshape(-1, len(self.schema.numeric)), self._ref_cat)
-            )
-            if on_ready is not None:
-                on_ready(self)
-            if taken == n:
-                return [], None
-        assert self.bank is not None
-        rest = batch if taken == 0 else batch.slice(taken, n)
-        return self.bank.update(rest, start + taken)

@@ -21,14 +21,26 @@ not here: it lives in its own process and is checkpointed next to this state.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from monitor.alerting.alerts import Alert
 from monitor.alerting.policy import AlertPolicy, ModelAlerts
 from monitor.config.plan import ModelPlan
 from monitor.errors import CheckpointError
-from monitor.online.bank import ModelMonitor
 from monitor.online.labels import LabelJoin, Performance
+from monitor.online.model_monitor import ModelMonitor, RebaselineError, series_of
+from monitor.online.reference import ReferenceInfo
+
+log = logging.getLogger("driftline.pipeline")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
 
 VERSION = 1
 
@@ -45,6 +57,52 @@ class ModelState:
         self.performance = Performance(plan.task, labels.window, labels.decay, labels.delta)  # type: ignore[arg-type]
         self.last_ts = math.nan  # event time of the newest event seen
         self.partition: int | None = None  # the partition whose state holds this model
+        self.unsent: list[Alert] = []  # alerts made outside a batch (at a restore)
+
+    def rebaseline(
+        self, source: str, events: int, features: Sequence[str] | None, made_at: str
+    ) -> tuple[ReferenceInfo | None, list[Alert]]:
+        """Re-baseline from the ``recent`` or the ``next`` ``events`` (the series in
+        ``features``, all when None): returns the new reference's info (None until the
+        next events have come) and the resolved alerts of the series' open episodes.
+        RebaselineError when it cannot be done now."""
+        mon = self.monitor
+        if source == "recent":
+            info: ReferenceInfo | None = mon.rebaseline_recent(events, features, made_at=made_at)
+        elif source == "next":
+            mon.rebaseline_next(events, features, made_at=made_at)
+            info = None
+        else:
+            raise RebaselineError(f"'from' must be 'recent' or 'next', not {source!r}", 400)
+        return info, self._resolve(series_of(mon.schema, features))
+
+    def _resolve(self, features: Sequence[str] | None) -> list[Alert]:
+        bank = self.monitor.bank
+        return self.policy.rebaselined(
+            self.alerts,
+            features,
+            at=self.monitor.events,
+            ts=self.last_ts,
+            reference_summary=lambda f: None if bank is None else bank.ref_summary.get(f),
+        )
+
+    def follow_file(self) -> None:
+        """At a restore: a reference file whose content changed since the checkpoint
+        replaces the checkpointed reference (its open episodes resolve, into ``unsent``)."""
+        mon, fresh = self.monitor, self.monitor.file_reference
+        if fresh is None or fresh.sha256 == mon.file_sha256:
+            return
+        log.warning(
+            "model %s: reference file %s changed since the checkpoint (sha256 %s, now %s): "
+            "it replaces the checkpointed reference",
+            self.name,
+            self.plan.reference_file,
+            mon.file_sha256,
+            fresh.sha256,
+            extra={"model": self.name},
+        )
+        mon.rebaseline_file(fresh, made_at=now_iso())
+        self.unsent += self._resolve(None)
 
     def export_state(self) -> dict[str, Any]:
         return {
@@ -81,4 +139,5 @@ class ModelState:
         out.alerts.load_state(state["alerts"])
         out.join.load_state(state["join"])
         out.performance.load_state(state["performance"])
+        out.follow_file()
         return out

@@ -35,7 +35,7 @@ from monitor.ingest.decode import (
 )
 from monitor.ingest.timestamps import MAX_FUTURE_S
 from monitor.logs import Throttle
-from monitor.online.bank import ModelMonitor
+from monitor.online.model_monitor import ModelMonitor
 from monitor.online.model_state import ModelState
 from monitor.online.partitions import PartitionStates
 from monitor.online.statuses import model_status
@@ -333,7 +333,7 @@ def _rows(mon: ModelMonitor, batch: ModelBatch) -> list[tuple[Any, tuple[Any, ..
 
 def _announce(mon: ModelMonitor) -> None:
     bank = mon.bank
-    skipped = f"; not monitored: {bank.skipped}" if bank and bank.skipped else ""
+    skipped = f" ({len(bank.skipped)} series not monitored)" if bank and bank.skipped else ""
     log.info(
         "model %s: reference ready (%d events); detection starts%s",
         mon.model,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from detectors import DriftResult
+from monitor.online.model_monitor import ModelMonitor
 from monitor.online.model_state import ModelState
 from monitor.serve.snapshot import (
     DetectorStatus,
@@ -101,4 +103,21 @@ def model_status(state: ModelState, learner: LearnerStatus | None) -> ModelStatu
             next((i for f, d, i in firing if d == "concept_drift"), None),
         ),
         learner=learner,
+        reference=reference_status(mon),
     )
+
+
+def reference_status(mon: ModelMonitor) -> dict[str, Any]:
+    """Where the model's reference came from, and a re-baseline under way."""
+    out: dict[str, Any] = mon.info.to_dict()
+    out.pop("events")  # the reference block says it already
+    if mon.pending is not None:
+        names, made_at, collector = mon.pending
+        out["pending"] = {
+            "from": "next",
+            "events": collector.wanted,
+            "collected": collector.n,
+            "features": None if names is None else list(names),
+            "requested_at": made_at,
+        }
+    return out

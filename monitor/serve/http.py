@@ -1,6 +1,6 @@
 """One HTTP port: ``/metrics``, ``/healthz``, ``/readyz``, ``/status``,
-``/models/{model}/predict``. Every read goes through the status snapshot (never the live
-state of the worker thread).
+``/models/{model}/predict``, ``POST /models/{model}/reference`` (re-baseline). Every read
+goes through the status snapshot (never the live state of the worker thread).
 
 Probe semantics for a sidecar: a failing readiness probe takes the *whole pod* (the model
 server too) out of its Service, so ``/readyz`` must not fail because of drift monitoring's
@@ -8,14 +8,15 @@ own troubles. It answers 200 once the daemon has started (configuration valid, H
 consume loop running) and 503 only while starting or shutting down; a broker outage or
 consumer lag shows in ``/status`` and the metrics, not here. ``/healthz`` answers 200
 while the event loop is serving requests. With ``http.token`` set, ``/status`` and
-``/models/*/predict`` need it as a bearer token; scrapes and probes stay open.
+``/models/*/predict`` need it as a bearer token; scrapes and probes stay open. Endpoints
+that change state (re-baselining) need a token: without one configured they answer 403.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -55,7 +56,37 @@ def check_features(declared: Mapping[str, Any], body: Any) -> tuple[str, dict[st
     return "", features
 
 
+def check_rebaseline(body: Any) -> tuple[str, str, int, list[str] | None]:
+    """``("", from, events, features)`` for a valid re-baseline body, else the reason.
+
+    >>> check_rebaseline({"from": "recent", "events": 2000, "features": ["salary"]})
+    ('', 'recent', 2000, ['salary'])
+    >>> check_rebaseline({"from": "last"})[0][:40]
+    'the body must be {"from": "recent" or "n'
+    """
+    usage = (
+        'the body must be {"from": "recent" or "next", "events": N, "features": [...] (optional)}'
+    )
+    if not isinstance(body, dict) or set(body) - {"from", "events", "features"}:
+        return usage, "", 0, None
+    source, events, features = body.get("from"), body.get("events"), body.get("features")
+    if source not in ("recent", "next") or not isinstance(events, int) or isinstance(events, bool):
+        return usage, "", 0, None
+    if events <= 0:
+        return "events must be a positive number of events", "", 0, None
+    if features is not None and (
+        not isinstance(features, list) or not all(isinstance(f, str) for f in features)
+    ):
+        return "features must be a list of series names", "", 0, None
+    return "", source, events, features
+
+
 OPEN = frozenset({"/metrics", "/healthz", "/readyz"})  # scrapes and probes: never gated
+NO_TOKEN = (
+    "this endpoint changes the monitor's state and is off without a token: set http.token "
+    "in the configuration (e.g. token: ${DRIFTLINE_TOKEN}) and send "
+    "'Authorization: Bearer <token>'"
+)
 
 
 def bearer_gate(token: str | None) -> Any:
@@ -89,12 +120,14 @@ def build_app(
     token: str | None = None,
     learners: Mapping[str, Any] | None = None,
     models: Mapping[str, Any] | None = None,
+    rebaseline: Callable[..., Awaitable[tuple[int, dict[str, Any]]]] | None = None,
     cache_s: float = 0.25,
 ) -> web.Application:
     """The daemon's HTTP app. ``snapshot`` is the only view of the daemon it has;
     ``learners`` answer predictions; ``models`` are the configured models (their declared
-    features check a prediction request); ``/metrics`` and ``/status`` are at most
-    ``cache_s`` old."""
+    features check a prediction request); ``rebaseline(model, from, events, features)``
+    re-baselines (answering a status and a document); ``/metrics`` and ``/status`` are at
+    most ``cache_s`` old."""
     learners = dict(learners or {})
     models = dict(models or {})
     # A rendered page is reused for ``cache_s``: a scraper hammering the port costs the
@@ -146,10 +179,27 @@ def build_app(
         except (TimeoutError, RuntimeError) as exc:
             return _json({"error": f"the online learner cannot answer: {exc}"}, status=503)
 
+    async def reference(request: web.Request) -> web.Response:
+        if token is None:
+            return _json({"error": NO_TOKEN}, status=403)
+        model = request.match_info["model"]
+        if model not in models:
+            return _json({"error": f"unknown model {model!r}"}, status=404)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"the body is not JSON: {exc}"}, status=400)
+        problem, source, events, features = check_rebaseline(body)
+        if problem or rebaseline is None:
+            return _json({"error": problem or "re-baselining is not available"}, status=400)
+        code, answer = await rebaseline(model, source, events, features)
+        return _json(answer, status=code)
+
     app = web.Application(middlewares=[bearer_gate(token)])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_post("/models/{model}/predict", predict)
+    app.router.add_post("/models/{model}/reference", reference)
     return app

@@ -141,6 +141,14 @@ FAMILIES: list[tuple[type, str, str, list[str], Callable[[Snapshot], Samples]]] 
     ),
     (
         GAUGE,
+        "series_monitored",
+        "1 while detectors watch the series; 0 while the reference warms up or when it "
+        "cannot be monitored (too few usable reference values: see /status).",
+        ["model", "feature"],
+        _per_series("monitored"),
+    ),
+    (
+        GAUGE,
         "reference_events",
         "Events in the model's reference.",
         ["model"],

@@ -48,6 +48,11 @@ class SeriesStatus:
     not_monitored: str | None
     detectors: tuple[DetectorStatus, ...] = ()
 
+    @property
+    def monitored(self) -> float:
+        """1.0 while detectors watch the series, else 0.0 (a metric's value)."""
+        return float(self.not_monitored is None and bool(self.detectors))
+
 
 @dataclass(frozen=True)
 class LearnerStatus:
@@ -89,6 +94,9 @@ class ModelStatus:
     fired_total: tuple[tuple[str, str, int], ...]  # (detector, severity, episodes)
     performance: PerformanceStatus
     learner: LearnerStatus | None
+    # version, source, made_at, at_event, events, sha256, features; pending (a re-baseline
+    # from the next events, while they come)
+    reference: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def model_alert_id(self) -> str | None:

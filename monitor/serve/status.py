@@ -89,6 +89,7 @@ def model_document(m: ModelStatus) -> dict[str, Any]:
             doc["outliers"] = s.outliers
         if s.unseen is not None:
             doc["unseen"] = s.unseen
+        doc["monitored"] = bool(s.monitored)
         if s.not_monitored is not None:
             doc["not_monitored"] = s.not_monitored
         series[s.name] = doc
@@ -102,6 +103,7 @@ def model_document(m: ModelStatus) -> dict[str, Any]:
             "ready": m.reference_ready,
             "events": m.reference_events,
             "warmup": m.warmup,
+            **m.reference,
         },
         "schema_violations": m.schema_violations,
         "model_alert_id": m.model_alert_id,
