@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", type=Path, help="YAML configuration file")
 
-    ref = sub.add_parser("reference", help="build reference files from training data")
+    ref = sub.add_parser(
+        "reference", help="build reference files; accept a drift as the new normal"
+    )
     ref_sub = ref.add_subparsers(dest="reference_command", metavar="ACTION")
     build = ref_sub.add_parser(
         "build",
@@ -87,6 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", required=True, type=Path, help="reference file to write")
     build.add_argument("--sample", type=int, default=5000, help="rows to keep (default 5000)")
     build.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+    accept = ref_sub.add_parser(
+        "accept",
+        help="accept a drift as the new normal: re-baseline a running daemon's model",
+        description="Ask a running daemon (POST /models/<model>/reference) to make the "
+        "model's most recent events (--recent N) or its next events (--next N) the new "
+        "reference, of every series or of those named with --feature. Open alerts of those "
+        "series resolve ('rebaselined'). The daemon must have http.token set; give it with "
+        "--token or DRIFTLINE_TOKEN.",
+        epilog="Exit status: 0 done (or under way, with --next), 1 the daemon cannot be "
+        "reached or refused, 2 bad usage.",
+    )
+    accept.add_argument("--url", required=True, help="the daemon, e.g. http://127.0.0.1:9108")
+    accept.add_argument("--model", "-m", required=True, help="model name")
+    how = accept.add_mutually_exclusive_group(required=True)
+    how.add_argument("--recent", type=int, metavar="N", help="the last N events (kept ones)")
+    how.add_argument("--next", type=int, metavar="N", help="the next N events, once they come")
+    accept.add_argument(
+        "--feature",
+        "-f",
+        action="append",
+        dest="features",
+        metavar="F",
+        help="re-baseline only this series (repeatable; default: every series)",
+    )
+    accept.add_argument("--token", default=None, help="bearer token (default: $DRIFTLINE_TOKEN)")
+    accept.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
 
     demo = sub.add_parser(
         "demo",
@@ -231,6 +260,65 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reference_accept(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    token = args.token or os.environ.get("DRIFTLINE_TOKEN")
+    body: dict[str, object] = {
+        "from": "recent" if args.recent is not None else "next",
+        "events": args.recent if args.recent is not None else args.next,
+    }
+    if args.features:
+        body["features"] = args.features
+    url = f"{args.url.rstrip('/')}/models/{urllib.request.quote(args.model, safe='')}/reference"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            answer = json.loads(resp.read())
+            code = resp.status
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        hint = (
+            " (give the daemon's http.token with --token or DRIFTLINE_TOKEN)"
+            if (exc.code == 401 and not token)
+            else ""
+        )
+        print(f"driftline reference accept: {exc.code}: {reason}{hint}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", exc)
+        print(f"driftline reference accept: cannot reach {args.url}: {why}", file=sys.stderr)
+        return EXIT_FAILURE
+    ref = answer.get("reference", {})
+    which = ", ".join(ref.get("features") or []) or "every series"
+    if code == 202:
+        pending = ref.get("pending", {})
+        which = ", ".join(pending.get("features") or []) or "every series"
+        print(
+            f"model {args.model}: re-baseline under way: the next {pending.get('events')} "
+            f"events become the reference of {which}"
+        )
+    else:
+        print(
+            f"model {args.model}: reference version {ref.get('version')} made from the "
+            f"{ref.get('source')} {ref.get('events')} events ({which})"
+        )
+    resolved = answer.get("resolved", [])
+    print(
+        f"{len(resolved)} open alert(s) resolved as re-baselined"
+        + (f": {', '.join(resolved)}" if resolved else "")
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -242,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args.config, args.log_level, args.log_format)
     if args.command == "reference":
+        if args.reference_command == "accept":
+            if (args.recent if args.recent is not None else args.next) <= 0:
+                parser.error("--recent/--next take a positive number of events")
+            return cmd_reference_accept(args)
         if args.reference_command != "build":
             parser.parse_args(["reference", "--help"])
         return cmd_reference_build(args)

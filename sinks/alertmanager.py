@@ -6,8 +6,8 @@ Each episode becomes one Alertmanager alert:
   ``DriftlineConceptDrift``), ``model``, ``feature`` (when there is one), ``detector``,
   ``severity`` and ``alert_id`` (the episode's id, so two episodes of one series are two
   alerts);
-* annotations: ``summary``, ``score``, ``threshold``, ``p_value`` and the drifting
-  features of a model-level alert;
+* annotations: ``summary``, ``score``, ``threshold``, ``p_value``, the drifting features
+  of a model-level alert, and on resolve its ``resolution`` (``quiet``, ``rebaselined``);
 * ``startsAt`` the episode's start; on resolve ``endsAt`` its end.
 
 Alertmanager resolves an alert by itself when it is not re-sent within its
@@ -67,6 +67,8 @@ def to_alertmanager(alert: dict[str, Any]) -> dict[str, Any]:
             annotations[key] = f"{alert[key]:.6g}"
     if alert.get("features"):
         annotations["features"] = ", ".join(alert["features"])
+    if alert.get("resolution"):
+        annotations["resolution"] = str(alert["resolution"])  # "quiet" or "rebaselined"
     out: dict[str, Any] = {
         "labels": labels,
         "annotations": annotations,

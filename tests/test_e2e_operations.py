@@ -4,14 +4,21 @@ across a restart, and reloading the configuration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 
-from .conftest import daemon_config, loan_events, produce
+from .conftest import WebhookReceiver, daemon_config, loan_events, produce
 from .test_e2e_faults import cli, wait_status
 from .test_e2e_kafka import output_of, write_config
 
@@ -45,3 +52,154 @@ def test_json_logs_are_one_object_per_line_and_name_each_rejected_record(
     assert rejected["missing_features"]["model"] == "credit-v1"
     assert rejected["unknown_model"]["model"] is None  # not a configured model: not a label
     assert "SECRET-PAYLOAD" not in output_of(config)  # never the payload
+
+
+def accept(port: int, *args: str, token: str | None) -> subprocess.CompletedProcess[str]:
+    """``driftline reference accept`` against the daemon on ``port``."""
+    env = {k: v for k, v in os.environ.items() if k != "DRIFTLINE_TOKEN"}
+    if token is not None:
+        env["DRIFTLINE_TOKEN"] = token
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "monitor", "reference", "accept"),
+            *("--url", f"http://127.0.0.1:{port}", "--model", "credit-v1", *args),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def firing_on(s: dict[str, Any], feature: str) -> list[str]:
+    return [a["id"] for a in s["alerts_firing"] if a["feature"] == feature]
+
+
+def status_with(port: int, token: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/status")
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def wait_with(port: int, token: str, ok: Any, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            last = status_with(port, token)
+            if ok(last):
+                return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last status: {json.dumps(last)[:2000]}")
+
+
+def test_a_drift_accepted_with_the_cli_resolves_at_the_receiver_and_survives_a_restart(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    produce(broker.bootstrap, topic, loan_events(6000, drift_at=3000, seed=4))
+    port = free_port()
+    doc = daemon_config(
+        broker.bootstrap,
+        topic,
+        sinks=[{"type": "webhook", "url": receiver.url}],
+        state={"path": str(tmp_path / "state")},
+    )
+    doc["http"] = {"host": "127.0.0.1", "port": port, "token": "s3cret"}
+    config = write_config(tmp_path, doc)
+    with cli(config):
+        s = wait_with(
+            port,
+            "s3cret",
+            lambda s: s["models"]["credit-v1"]["events"] == 6000 and firing_on(s, "salary"),
+        )
+        firing = firing_on(s, "salary")
+        refused = accept(port, "--recent", "2000", "--feature", "salary", token=None)
+        assert refused.returncode == 1 and "401" in refused.stderr
+        assert "DRIFTLINE_TOKEN" in refused.stderr  # says what to do
+        done = accept(port, "--recent", "2000", "--feature", "salary", token="s3cret")
+        assert done.returncode == 0, done.stderr
+        assert "reference version 2" in done.stdout and "salary" in done.stdout
+        s = status_with(port, "s3cret")
+        ref = s["models"]["credit-v1"]["reference"]
+        assert (ref["version"], ref["source"], ref["features"]) == (2, "recent", ["salary"])
+        assert not firing_on(s, "salary")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            a.get("resolution") == "rebaselined" for a in receiver.alerts
+        ):
+            time.sleep(0.1)
+        rebased = [a for a in receiver.alerts if a.get("resolution") == "rebaselined"]
+        assert {a["id"] for a in rebased if a["feature"] == "salary"} == set(firing)
+        assert all(a["status"] == "resolved" and a["ended_at"] for a in rebased)
+        # more of the drifted level fires nothing on salary now
+        produce(broker.bootstrap, topic, loan_events(3000, drift_at=0, seed=5))
+        s = wait_with(port, "s3cret", lambda s: s["models"]["credit-v1"]["events"] == 9000)
+        assert not firing_on(s, "salary")
+
+    doc["http"] = {"host": "127.0.0.1", "port": port}  # restarted without a token
+    write_config(tmp_path, doc)
+    with cli(config):
+        s = wait_status(port, lambda s: s["models"]["credit-v1"]["reference"]["version"] == 2)
+        assert s["models"]["credit-v1"]["reference"]["features"] == ["salary"]
+        refused = accept(port, "--next", "1000", token="s3cret")
+        assert refused.returncode == 1 and "403" in refused.stderr
+        assert "http.token" in refused.stderr
+
+
+def test_a_rebuilt_reference_file_replaces_the_checkpointed_one_at_a_restart(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"\n".join(loan_events(3000, drift_at=None, seed=1)) + b"\n")
+    ref = tmp_path / "credit.ref.json"
+    produce(broker.bootstrap, topic, loan_events(4000, drift_at=1000, seed=2))
+    port = free_port()
+    doc = daemon_config(
+        broker.bootstrap,
+        topic,
+        sinks=[{"type": "webhook", "url": receiver.url}],
+        state={"path": str(tmp_path / "state")},
+    )
+    doc["http"]["port"] = port
+    doc["defaults"] = {"reference": {"file": str(ref)}}
+    config = write_config(tmp_path, doc)
+
+    def build_ref(data: Path) -> None:
+        out = subprocess.run(
+            [
+                *(sys.executable, "-m", "monitor", "reference", "build", "-c", str(config)),
+                *("-m", "credit-v1", "-i", str(data), "-o", str(ref)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+
+    build_ref(train)
+    with cli(config):
+        s = wait_status(
+            port,
+            lambda s: s["models"]["credit-v1"]["events"] == 4000 and firing_on(s, "salary"),
+        )
+        firing = firing_on(s, "salary")
+        first = s["models"]["credit-v1"]["reference"]
+        assert first["source"] == "file" and first["version"] == 1
+    # the drifted level is the new normal: the reference is rebuilt from it
+    train.write_bytes(b"\n".join(loan_events(3000, drift_at=0, seed=3)) + b"\n")
+    build_ref(train)
+    with cli(config):
+        s = wait_status(port, lambda s: s["models"]["credit-v1"]["reference"]["version"] == 2)
+        ref_now = s["models"]["credit-v1"]["reference"]
+        assert ref_now["source"] == "file" and ref_now["sha256"] != first["sha256"]
+        assert not firing_on(s, "salary")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            a.get("resolution") == "rebaselined" for a in receiver.alerts
+        ):
+            time.sleep(0.1)
+        rebased = {a["id"] for a in receiver.alerts if a.get("resolution") == "rebaselined"}
+        assert set(firing) <= rebased
+    log = output_of(config)
+    assert first["sha256"] in log and ref_now["sha256"] in log  # both hashes logged
