@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from monitor.demo.broker import EmbeddedBroker, create_topics_sync
+from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
 
 _topic_ids = itertools.count()
 
@@ -207,3 +214,78 @@ def receiver() -> Iterator[WebhookReceiver]:
     r = WebhookReceiver().start()
     yield r
     r.stop()
+
+
+def ready(port: int) -> bool:
+    """Whether a service on ``port`` answers ``/-/ready`` with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as resp:
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError:
+        return False
+
+
+class Service:
+    """A Debian daemon on a loopback port, ready when ``/-/ready`` answers 200."""
+
+    def __init__(self, argv: list[str], port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if ready(port):
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"{argv[0]} never became ready: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is needed (scripts/test.sh installs it from Debian)"
+    return path
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Service]:
+    """Alertmanager routing every alert, at once, to ``receiver`` (resolved ones too)."""
+    conf = {
+        "route": {
+            "receiver": "hook",
+            "group_by": ["alert_id"],
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [
+            {"name": "hook", "webhook_configs": [{"url": receiver.url, "send_resolved": True}]}
+        ],
+    }
+    (tmp_path / "am.yml").write_text(yaml.safe_dump(conf))
+    port = free_port()
+    service = Service(
+        [
+            binary("prometheus-alertmanager"),
+            f"--config.file={tmp_path / 'am.yml'}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        port,
+        tmp_path / "am.log",
+    )
+    yield service
+    service.stop()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,15 @@ from monitor.app.daemon import Daemon
 from monitor.config.schema import parse_config
 from monitor.demo.broker import EmbeddedBroker, create_topics_sync, free_port
 
-from .conftest import WebhookReceiver, accepted, daemon_config, loan_events, produce
+from .conftest import (
+    Service,
+    WebhookReceiver,
+    accepted,
+    binary,
+    daemon_config,
+    loan_events,
+    produce,
+)
 from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config
 from .test_sinks import verify_snippet
 
@@ -43,72 +49,6 @@ def episode_stream(seed: int = 0) -> list[bytes]:
         orjson.dumps({**orjson.loads(v), "id": f"e{i}", "ts": 1764158400.0 + i})
         for i, v in enumerate(values)
     ]
-
-
-class Service:
-    """A Debian daemon on a loopback port, ready when ``/-/ready`` answers 200."""
-
-    def __init__(self, argv: list[str], port: int, log: Path) -> None:
-        self.port = port
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if get(port, "/-/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, log.read_text()[-2000:]
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"{argv[0]} never became ready: {log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} is needed (scripts/test.sh installs it from Debian)"
-    return path
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Service]:
-    """Alertmanager routing every alert, at once, to ``receiver`` (resolved ones too)."""
-    conf = {
-        "route": {
-            "receiver": "hook",
-            "group_by": ["alert_id"],
-            "group_wait": "0s",
-            "group_interval": "1s",
-            "repeat_interval": "1h",
-        },
-        "receivers": [
-            {"name": "hook", "webhook_configs": [{"url": receiver.url, "send_resolved": True}]}
-        ],
-    }
-    (tmp_path / "am.yml").write_text(yaml.safe_dump(conf))
-    port = free_port()
-    service = Service(
-        [
-            binary("prometheus-alertmanager"),
-            f"--config.file={tmp_path / 'am.yml'}",
-            f"--storage.path={tmp_path / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        port,
-        tmp_path / "am.log",
-    )
-    yield service
-    service.stop()
 
 
 def test_alertmanager_receives_firing_then_resolved(

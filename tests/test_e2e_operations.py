@@ -4,6 +4,7 @@ across a restart, and reloading the configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,13 +15,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from monitor.app.build import build
+from monitor.config.schema import parse_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 
-from .conftest import WebhookReceiver, daemon_config, loan_events, produce
+from .conftest import Service, WebhookReceiver, accepted, daemon_config, loan_events, produce
 from .test_e2e_faults import cli, wait_status
-from .test_e2e_kafka import output_of, write_config
+from .test_e2e_kafka import output_of, run_until, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +79,15 @@ def firing_on(s: dict[str, Any], feature: str) -> list[str]:
     return [a["id"] for a in s["alerts_firing"] if a["feature"] == feature]
 
 
+def rebaselined(receiver: WebhookReceiver, ids: list[str], timeout: float = 20) -> None:
+    """Wait until the receiver has had every episode in ``ids`` resolved as rebaselined."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not set(ids) <= {
+        a["id"] for a in receiver.alerts if a.get("resolution") == "rebaselined"
+    }:
+        time.sleep(0.1)
+
+
 def status_with(port: int, token: str) -> dict[str, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/status")
     request.add_header("Authorization", f"Bearer {token}")
@@ -124,11 +137,7 @@ def test_a_drift_accepted_with_the_cli_resolves_at_the_receiver_and_survives_a_r
         ref = s["models"]["credit-v1"]["reference"]
         assert (ref["version"], ref["source"], ref["features"]) == (2, "recent", ["salary"])
         assert not firing_on(s, "salary")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-            a.get("resolution") == "rebaselined" for a in receiver.alerts
-        ):
-            time.sleep(0.1)
+        rebaselined(receiver, firing)
         rebased = [a for a in receiver.alerts if a.get("resolution") == "rebaselined"]
         assert {a["id"] for a in rebased if a["feature"] == "salary"} == set(firing)
         assert all(a["status"] == "resolved" and a["ended_at"] for a in rebased)
@@ -194,12 +203,53 @@ def test_a_rebuilt_reference_file_replaces_the_checkpointed_one_at_a_restart(
         ref_now = s["models"]["credit-v1"]["reference"]
         assert ref_now["source"] == "file" and ref_now["sha256"] != first["sha256"]
         assert not firing_on(s, "salary")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-            a.get("resolution") == "rebaselined" for a in receiver.alerts
-        ):
-            time.sleep(0.1)
+        rebaselined(receiver, firing)
         rebased = {a["id"] for a in receiver.alerts if a.get("resolution") == "rebaselined"}
         assert set(firing) <= rebased
     log = output_of(config)
     assert first["sha256"] in log and ref_now["sha256"] in log  # both hashes logged
+
+
+def test_alertmanager_ends_a_rebaselined_alert_and_says_why(
+    broker: EmbeddedBroker, topic: str, alertmanager: Service, receiver: WebhookReceiver
+) -> None:
+    produce(broker.bootstrap, topic, loan_events(6000, drift_at=3000, seed=4))
+    sinks = [{"type": "alertmanager", "url": f"http://127.0.0.1:{alertmanager.port}"}]
+    doc = daemon_config(broker.bootstrap, topic, sinks=sinks)
+    doc["http"]["token"] = "s3cret"
+    daemon = build(parse_config(doc, env={}))
+
+    def at_am(status: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in receiver.alerts
+            if a["status"] == status and a["labels"].get("feature") == "salary"
+        ]
+
+    async def rebaseline(d: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not at_am("firing") and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        body = json.dumps({"from": "recent", "events": 2000})
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{d.http_port}/models/credit-v1/reference",
+                data=body,
+                headers={"Authorization": "Bearer s3cret"},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+        def ids(status: str) -> set[str]:
+            return {a["labels"]["alert_id"] for a in at_am(status)}
+
+        while ids("resolved") != ids("firing") and time.monotonic() < deadline + 30:
+            await asyncio.sleep(0.2)
+
+    asyncio.run(run_until(daemon, lambda: accepted(daemon) >= 6000, then=rebaseline))
+    firing = {a["labels"]["alert_id"] for a in at_am("firing")}
+    ended = at_am("resolved")
+    assert firing and {a["labels"]["alert_id"] for a in ended} == firing
+    assert all(a["annotations"]["resolution"] == "rebaselined" for a in ended)
+    assert all(a["endsAt"].startswith("2025-") for a in ended)  # event time, not wall clock
