@@ -4,25 +4,46 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# A Python whose packages the system manages (Debian's and Ubuntu's own, PEP 668) takes
+# no pip installs: use (and make, once) a virtual environment in .venv instead.
+PY=python3
+if [ -z "${VIRTUAL_ENV:-}" ] && python3 - <<'PYEOF'
+import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED")) else 1)
+PYEOF
+then
+  if [ ! -x .venv/bin/python ]; then
+    echo "== making a virtual environment in .venv (this Python's packages are the system's)"
+    if ! python3 -m venv .venv 2>/dev/null; then
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+      rm -rf .venv
+      python3 -m venv .venv
+    fi
+  fi
+  PY=.venv/bin/python
+fi
+
 echo "== installing driftline with its dev extras"
 # --upgrade --upgrade-strategy eager: test against the newest versions the ranges admit,
 # which is what a user's fresh install gets (not whatever this machine already had).
-python3 -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
+$PY -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
 
 # Real Prometheus (and promtool) and Alertmanager from Debian: the tests start them on
 # loopback ports of their own.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
   echo "== installing prometheus and prometheus-alertmanager (Debian)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     prometheus prometheus-alertmanager >/dev/null
 fi
 
 echo "== ruff"
-python3 -m ruff check detectors monitor sinks tests benchmarks examples
+$PY -m ruff check detectors monitor sinks tests benchmarks examples
 echo "== mypy (strict on detectors/, monitor/, sinks/)"
-python3 -m mypy
+$PY -m mypy
 echo "== pytest"
-python3 -m pytest "$@"
+$PY -m pytest "$@"
