@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serves. Stops cleanly on SIGTERM or SIGINT (exit 0); exit 2 for an invalid "
         "configuration (every error listed) or credentials/permissions Kafka refuses, 1 for "
         "a fault it cannot work around (a supervisor restarts it). State goes to ./data "
-        "unless state: says otherwise. SIGUSR1 logs where every task is waiting.",
+        "unless state: says otherwise. SIGHUP reloads the configuration (sinks, alerting, "
+        "thresholds, reference files; other changes are refused and need a restart). "
+        "SIGUSR1 logs where every task is waiting.",
     )
     run.add_argument("--config", "-c", required=True, type=Path, help="YAML configuration file")
     run.add_argument(
@@ -216,6 +218,7 @@ def cmd_run(path: Path, level: str | None, format: str | None) -> int:
         try:
             daemon = build(
                 config,
+                config_path=path,
                 version=package_version(),
                 crash=CrashPoints(os.environ.get("DRIFTLINE_CRASH_AT")),
             )
@@ -263,6 +266,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
 def cmd_reference_accept(args: argparse.Namespace) -> int:
     import json
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     token = args.token or os.environ.get("DRIFTLINE_TOKEN")
@@ -272,7 +276,7 @@ def cmd_reference_accept(args: argparse.Namespace) -> int:
     }
     if args.features:
         body["features"] = args.features
-    url = f"{args.url.rstrip('/')}/models/{urllib.request.quote(args.model, safe='')}/reference"
+    url = f"{args.url.rstrip('/')}/models/{urllib.parse.quote(args.model, safe='')}/reference"
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
     request.add_header("Content-Type", "application/json")
     if token:

@@ -20,7 +20,8 @@ the built-in sinks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -77,6 +78,23 @@ class PluginSinkConfig(SinkCommon):
                 f"{installed}"
             )
         return value
+
+
+def named(specs: Sequence[SinkCommon]) -> list[tuple[str, SinkCommon]]:
+    """Each sink configuration with its name: ``name``, or its type numbered from the
+    second on (``webhook``, ``webhook-2``, ...).
+
+    >>> from sinks.log import LogSinkConfig
+    >>> [n for n, _ in named([LogSinkConfig(type="log"), LogSinkConfig(type="log")])]
+    ['log', 'log-2']
+    """
+    used: Counter[str] = Counter()
+    out = []
+    for spec in specs:
+        kind = str(getattr(spec, "type", "sink"))
+        used[kind] += 1
+        out.append((spec.name or (kind if used[kind] == 1 else f"{kind}-{used[kind]}"), spec))
+    return out
 
 
 def build_sink(config: SinkCommon, ctx: SinkContext) -> Outbox:

@@ -97,6 +97,11 @@ class ModelAlerts:
         self.model_episode: Episode | None = None
         self.fired_total: dict[tuple[str, str], int] = {}  # (detector, severity) -> episodes
 
+    def retune(self, config: AlertingConfig) -> None:
+        """New quiet and cooldown lengths (a reload): open episodes keep their state."""
+        for episodes in (self.keys, self.concept):
+            episodes.quiet, episodes.cooldown = config.resolve_after_events, config.cooldown_events
+
     def count(self, detector: str, severity: str) -> None:
         key = (detector, severity)
         self.fired_total[key] = self.fired_total.get(key, 0) + 1

@@ -15,7 +15,6 @@ directory, as Prometheus and Alertmanager keep theirs; ``memory_only: true`` kee
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +34,7 @@ from monitor.state.stores import LocalStore, Store
 from sinks.base import Sink
 from sinks.config import SinkContext
 from sinks.outbox import Outbox
-from sinks.registry import build_sink
+from sinks.registry import build_sink, named
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -74,17 +73,12 @@ def outbox_dir(config: Config) -> Path | None:
 def build_sinks(config: Config) -> list[Sink]:
     """Each configured sink: its transport inside the shared delivery wrappers
     (sinks.registry), named by ``name`` or its type (``webhook``, ``webhook-2``, ...)."""
-    directory = outbox_dir(config)
-    kafka = client_options(config.kafka)
-    sinks: list[Sink] = []
-    used: Counter[str] = Counter()
-    for spec in config.sinks:
-        used[spec.type] += 1
-        name = spec.name or (
-            spec.type if used[spec.type] == 1 else f"{spec.type}-{used[spec.type]}"
-        )
-        sinks.append(build_sink(spec, SinkContext(name, directory, kafka)))
-    return sinks
+    return [make_sink(config, name, spec) for name, spec in named(config.sinks)]
+
+
+def make_sink(config: Config, name: str, spec: Any) -> Sink:
+    """One configured sink (see :func:`build_sinks`)."""
+    return build_sink(spec, SinkContext(name, outbox_dir(config), client_options(config.kafka)))
 
 
 def build_learners(plans: dict[str, ModelPlan]) -> dict[str, OnlineLearner]:
@@ -122,7 +116,7 @@ class _SupervisedLearner:
         self.learner.restart()
 
 
-class _SupervisedSink:
+class SupervisedSink:
     def __init__(self, sink: Outbox) -> None:
         self.name = f"sink:{sink.name}"
         self.sink = sink
@@ -146,6 +140,7 @@ def build(
     crash: CrashPoints | None = None,
     version: str = "unknown",
     probe_interval_s: float = 2.0,
+    config_path: Path | None = None,
 ) -> Daemon:
     """The daemon for ``config``; every keyword replaces the piece it names."""
     plans = plan(config)
@@ -167,7 +162,7 @@ def build(
             if k.dead_letter_topic is None
             else KafkaDeadLetters(k, k.dead_letter_topic)
         )
-    supervised: list[Any] = [_SupervisedSink(s) for s in sinks if isinstance(s, Outbox)]
+    supervised: list[Any] = [SupervisedSink(s) for s in sinks if isinstance(s, Outbox)]
     supervised += [_SupervisedLearner(m, lrn) for m, lrn in learners.items()]
     parts = Parts(
         config=config,
@@ -184,5 +179,8 @@ def build(
         version=version,
         probe_interval_s=probe_interval_s,
         memory_only=config.state.memory_only,
+        config_path=config_path,
+        make_sink=make_sink,
+        supervise_sink=lambda s: SupervisedSink(s) if isinstance(s, Outbox) else None,
     )
     return Daemon(parts)

@@ -42,6 +42,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +51,7 @@ from prometheus_client import CollectorRegistry
 from monitor.app.health import Health, Restartable
 from monitor.app.loop import BatchLoop
 from monitor.app.ownership import PartitionOwner
+from monitor.app.reloader import Reloader
 from monitor.backoff import Backoff, retrying
 from monitor.config.schema import Config
 from monitor.errors import EXIT_FAILURE, FatalError
@@ -88,6 +90,9 @@ class Parts:
     version: str = "unknown"
     probe_interval_s: float = 2.0
     memory_only: bool = False
+    config_path: Path | None = None  # what a reload reads again (None: no reloads)
+    make_sink: Callable[[Config, str, Any], Sink] | None = None  # a sink a reload adds
+    supervise_sink: Callable[[Sink], Restartable | None] = lambda _: None
 
 
 def dump_tasks() -> None:
@@ -180,6 +185,10 @@ class Daemon:
             on_fatal=self.fatal,
         )
         self.owner.source = self.source
+        self.reloader = Reloader(self, parts.config_path, parts.make_sink, parts.supervise_sink)
+        self.token: str | None = (
+            None if self.config.http.token is None else self.config.http.token.get_secret_value()
+        )
         self.registry = parts.registry if parts.registry is not None else CollectorRegistry()
         self.registry.register(DriftlineCollector(self.snapshot))
         self._runner: web.AppRunner | None = None
@@ -212,6 +221,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_soon)
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit status."""
@@ -219,9 +229,9 @@ class Daemon:
             async with contextlib.AsyncExitStack() as stack:
                 stack.callback(self._shutdown_executors)
                 await self._start_http(stack)
+                stack.push_async_callback(self._close_sinks)  # those running then
                 for sink in self.sinks:
                     await sink.start()  # the outbox: replays its file, starts delivering
-                    stack.push_async_callback(self._close_sink, sink)
                 for learner in self.parts.learners.values():
                     learner.start()
                     stack.callback(learner.stop)
@@ -248,12 +258,11 @@ class Daemon:
         app = build_app(
             self.snapshot,
             registry=self.registry,
-            token=None
-            if self.config.http.token is None
-            else self.config.http.token.get_secret_value(),
+            token=lambda: self.token,
             learners=self.parts.learners,
             models=self.config.models,
             rebaseline=self.rebaseline,
+            reload=self.reloader.reload,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -323,7 +332,11 @@ class Daemon:
                 log.exception("%s did not stop cleanly", what)
         self.health.connected = False
 
-    async def _close_sink(self, sink: Sink) -> None:
+    async def _close_sinks(self) -> None:
+        for sink in reversed(self.sinks):
+            await self.close_sink(sink)
+
+    async def close_sink(self, sink: Sink) -> None:
         timeout = self.config.shutdown_timeout_s
         try:
             await asyncio.wait_for(sink.close(timeout / 2), timeout)
@@ -371,7 +384,7 @@ def daemon_status(d: Daemon) -> DaemonStatus:
     """What the event loop owns, now (call it on the event loop)."""
     cp = d.checkpointer
     h = d.health
-    names = ["kafka", *[c.name for c in d.parts.supervised]]
+    names = ["kafka", *[c.name for c in h.components]]
     connected = h.connected
     return DaemonStatus(
         version=d.version,
@@ -404,6 +417,7 @@ def daemon_status(d: Daemon) -> DaemonStatus:
         restores={} if cp is None else dict(cp.restores),
         sinks={s.name: s.stats() for s in d.sinks},
         components=tuple(ComponentStatus(n, h.restarts.get(n, 0), h.errors.get(n)) for n in names),
+        reload=d.reloader.status,
     )
 
 

@@ -52,12 +52,23 @@ class DetectorKind:
     params: type[Params]
     build: Callable[[Any, np.ndarray], Detector]
     restore: Callable[[State, Any, np.ndarray], Detector] | None = None
+    # Parameters that set thresholds only (named as in the detector's exported state):
+    # they may change across a restart or a reload, the detector keeping its windows.
+    tunable: frozenset[str] = frozenset()
 
     def rebuild(self, state: State, params: Any, reference: np.ndarray) -> Detector:
+        """A detector from its exported state, with ``params``' tunable values."""
+        if self.tunable:
+            tuned = {k: getattr(params, k) for k in self.tunable}
+            state = {**state, "params": {**state["params"], **tuned}}
         if self.restore is not None:
             return self.restore(state, params, reference)
         det = self.build(params, reference)
         return type(det).from_state(state, reference=reference)
+
+    def shaping(self, params: Any) -> dict[str, Any]:
+        """The parameters that shape a detector's state (all but the tunable ones)."""
+        return dict(params.model_dump(exclude=set(self.tunable)))
 
 
 # -- the built-in kinds ----------------------------------------------------------------------
@@ -115,10 +126,24 @@ def _categorical(p: CategoricalParams, codes: np.ndarray) -> Detector:
 
 
 BUILTIN = (
-    DetectorKind("psi", "numeric", PSIParams, _psi),
-    DetectorKind("ks", "numeric", KSParams, _ks),
-    DetectorKind("adwin", "numeric", ADWINParams, _adwin),
-    DetectorKind("categorical", "categorical", CategoricalParams, _categorical),
+    DetectorKind(
+        "psi",
+        "numeric",
+        PSIParams,
+        _psi,
+        tunable=frozenset({"threshold", "alpha", "warn", "alert"}),
+    ),
+    DetectorKind("ks", "numeric", KSParams, _ks, tunable=frozenset({"alpha", "method"})),
+    DetectorKind(
+        "adwin",
+        "numeric",
+        ADWINParams,
+        _adwin,
+        tunable=frozenset({"delta", "min_window_length", "grace_period"}),
+    ),
+    DetectorKind(
+        "categorical", "categorical", CategoricalParams, _categorical, tunable=frozenset({"alpha"})
+    ),
 )
 
 

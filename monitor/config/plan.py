@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from monitor.config.kinds import registry
 from monitor.config.schema import (
     PREDICTION,
     AlertingConfig,
@@ -66,16 +67,25 @@ class ModelPlan:
     def categorical(self) -> list[str]:
         return [s.name for s in self.series if s.type == "categorical"]
 
-    def fingerprint(self) -> str:
-        """A hash of what shapes the model's state (its series, their detectors and
-        parameters, its task and online model): a checkpoint of the model made under
-        another one is not restored. Alerting, label-join bounds and sinks may change."""
+    def fingerprint(self, legacy: bool = False) -> str:
+        """A hash of what shapes the model's state (its series, their detectors and the
+        parameters that shape them, its task and online model): a checkpoint of the model
+        made under another one is not restored. Alerting, label-join bounds, sinks and the
+        detectors' tunable parameters (thresholds) may change. ``legacy``: the hash of
+        earlier versions, over every detector parameter (their checkpoints still load)."""
+        kinds = registry()
         doc: dict[str, Any] = {
             "series": [
                 (
                     s.name,
                     s.type,
-                    [(d.kind, d.params.model_dump()) for d in s.detectors],
+                    [
+                        (
+                            d.kind,
+                            d.params.model_dump() if legacy else kinds[d.kind].shaping(d.params),
+                        )
+                        for d in s.detectors
+                    ],
                     s.fence_iqr,
                 )
                 for s in self.series

@@ -147,7 +147,23 @@ class DetectorBank:
                 key = (d.kind, d.params.model_dump_json())
                 buckets.setdefault(key, (d.params, []))[1].append(j)
         cat_ok = [j for j, n in enumerate(schema.categorical) if n not in self.skipped]
+        self.layout = [
+            [kind, [schema.numeric[c] for c in cols]] for (kind, _), (_, cols) in buckets.items()
+        ]
+        self.layout += [
+            [specs[schema.categorical[j]].detectors[0].kind, [schema.categorical[j]]]
+            for j in cat_ok
+        ]
         states = list(saved["detectors"]) if saved is not None else None
+        if saved is not None and saved.get("layout", self.layout) != self.layout:
+            # Tunable parameters changed so that series share detectors differently: the
+            # detectors start afresh over the same reference.
+            log.warning(
+                "model %s: its series share detectors differently under these thresholds: "
+                "the detectors restart their windows (the reference stays)",
+                plan.name,
+            )
+            states = None
         if states is not None and len(states) != len(buckets) + len(cat_ok):
             raise CheckpointError("the saved detectors do not fit this model's plan")
 
@@ -296,6 +312,7 @@ class DetectorBank:
     def export_state(self) -> dict[str, Any]:
         self._remember()
         return {
+            "layout": self.layout,
             "detectors": [g.det.export_state(include_reference=False) for g in self.groups],
             "unseen": self.unseen.copy(),
             "outliers": self.outliers.copy(),

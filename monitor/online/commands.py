@@ -5,14 +5,17 @@ its answer, the alerts to send and the partitions to checkpoint."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.alerting.alerts import Alert
+from monitor.config.plan import ModelPlan
+from monitor.ingest.decode import ModelSchema
 from monitor.online.model_monitor import RebaselineError
 from monitor.online.model_state import now_iso
 from monitor.online.pipeline import Pipeline
+from monitor.online.reference import read_reference_file
 
 log = logging.getLogger("driftline.pipeline")
 
@@ -65,6 +68,25 @@ def rebaseline(
         alerts,
         {state.partition},
     )
+
+
+def reconfigure(pipeline: Pipeline, plans: Mapping[str, ModelPlan]) -> Command:
+    """Apply reloaded plans (same models, same fingerprints: checked before) to every
+    model: alerting and thresholds at once, a changed reference file followed. Every
+    reference file is read first: an unusable one raises ValueError with nothing changed."""
+    files = {
+        name: read_reference_file(p.reference_file, ModelSchema(p))
+        for name, p in plans.items()
+        if p.reference_file is not None
+    }
+    for name, fresh in files.items():
+        pipeline.states.models[name].monitor.file_reference = fresh
+    pipeline.plans.update(plans)
+    pipeline.states.plans.update(plans)
+    for state in pipeline.states.models.values():
+        state.reconfigure(plans[state.name])
+    pipeline.publish()
+    return take_unsent(pipeline)
 
 
 def take_unsent(pipeline: Pipeline) -> Command:

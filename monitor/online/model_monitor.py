@@ -233,6 +233,13 @@ class ModelMonitor:
         )
         return self.info
 
+    def retune(self, plan: ModelPlan) -> None:
+        """Take a plan that differs in tunable detector parameters only (a reload): each
+        detector keeps its windows under its new thresholds."""
+        self.plan = plan
+        if self.bank is not None and self.reference is not None:
+            self.bank = DetectorBank(plan, self.schema, self.reference, self.bank.export_state())
+
     # -- state -----------------------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:
         """Plain data: everything that determines this model's future output."""

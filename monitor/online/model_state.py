@@ -86,6 +86,16 @@ class ModelState:
             reference_summary=lambda f: None if bank is None else bank.ref_summary.get(f),
         )
 
+    def reconfigure(self, plan: ModelPlan) -> None:
+        """Take a reloaded plan of the same fingerprint (see ``monitor.config.reload``):
+        alerting and thresholds apply at once; a changed reference file is followed
+        (its resolved alerts go to ``unsent``). Read the file first (``reread_file``)."""
+        self.plan = plan
+        self.policy = AlertPolicy(plan.alerting)
+        self.alerts.retune(plan.alerting)
+        self.monitor.retune(plan)
+        self.follow_file()
+
     def follow_file(self) -> None:
         """At a restore: a reference file whose content changed since the checkpoint
         replaces the checkpointed reference (its open episodes resolve, into ``unsent``)."""
@@ -127,7 +137,7 @@ class ModelState:
                 f"model state format version {state.get('version')!r} is not supported "
                 f"(this driftline reads version {VERSION})"
             )
-        if state.get("fingerprint") != plan.fingerprint():
+        if state.get("fingerprint") not in (plan.fingerprint(), plan.fingerprint(legacy=True)):
             raise CheckpointError(
                 f"model {plan.name} was checkpointed under another configuration of its "
                 "series, detectors or task"

@@ -1,5 +1,6 @@
 """One HTTP port: ``/metrics``, ``/healthz``, ``/readyz``, ``/status``,
-``/models/{model}/predict``, ``POST /models/{model}/reference`` (re-baseline). Every read
+``/models/{model}/predict``, ``POST /models/{model}/reference`` (re-baseline),
+``POST /-/reload`` (re-read the configuration file, as Prometheus does). Every read
 goes through the status snapshot (never the live state of the worker thread).
 
 Probe semantics for a sidecar: a failing readiness probe takes the *whole pod* (the model
@@ -9,7 +10,8 @@ consume loop running) and 503 only while starting or shutting down; a broker out
 consumer lag shows in ``/status`` and the metrics, not here. ``/healthz`` answers 200
 while the event loop is serving requests. With ``http.token`` set, ``/status`` and
 ``/models/*/predict`` need it as a bearer token; scrapes and probes stay open. Endpoints
-that change state (re-baselining) need a token: without one configured they answer 403.
+that change state (re-baselining, reloading) need a token: without one configured they
+answer 403.
 """
 
 from __future__ import annotations
@@ -89,19 +91,20 @@ NO_TOKEN = (
 )
 
 
-def bearer_gate(token: str | None) -> Any:
-    """Middleware: with a token configured, every endpoint but scrapes and probes wants
-    ``Authorization: Bearer <token>`` (compared in constant time, as bytes: any header
-    value, ASCII or not, is simply wrong when it is not the token); 401 otherwise."""
-    expected = None if token is None else f"Bearer {token}".encode()
+def bearer_gate(token: Callable[[], str | None]) -> Any:
+    """Middleware: with a token configured (``token()``, read at each request: a reload may
+    change it), every endpoint but scrapes and probes wants ``Authorization: Bearer
+    <token>`` (compared in constant time, as bytes: any header value, ASCII or not, is
+    simply wrong when it is not the token); 401 otherwise."""
 
     @web.middleware
     async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
-        if expected is None or request.path in OPEN:
+        secret = token()
+        if secret is None or request.path in OPEN:
             response: web.StreamResponse = await handler(request)
             return response
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(given, f"Bearer {secret}".encode()):
             return web.json_response(
                 {"error": "this endpoint needs 'Authorization: Bearer <http.token>'"},
                 status=401,
@@ -117,10 +120,11 @@ def build_app(
     snapshot: Callable[[], Snapshot],
     *,
     registry: CollectorRegistry,
-    token: str | None = None,
+    token: str | Callable[[], str | None] | None = None,
     learners: Mapping[str, Any] | None = None,
     models: Mapping[str, Any] | None = None,
     rebaseline: Callable[..., Awaitable[tuple[int, dict[str, Any]]]] | None = None,
+    reload: Callable[[], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
     cache_s: float = 0.25,
 ) -> web.Application:
     """The daemon's HTTP app. ``snapshot`` is the only view of the daemon it has;
@@ -179,8 +183,10 @@ def build_app(
         except (TimeoutError, RuntimeError) as exc:
             return _json({"error": f"the online learner cannot answer: {exc}"}, status=503)
 
+    token_of: Callable[[], str | None] = token if callable(token) else (lambda: token)
+
     async def reference(request: web.Request) -> web.Response:
-        if token is None:
+        if token_of() is None:
             return _json({"error": NO_TOKEN}, status=403)
         model = request.match_info["model"]
         if model not in models:
@@ -195,11 +201,20 @@ def build_app(
         code, answer = await rebaseline(model, source, events, features)
         return _json(answer, status=code)
 
-    app = web.Application(middlewares=[bearer_gate(token)])
+    async def reload_config(_: web.Request) -> web.Response:
+        if token_of() is None:
+            return _json({"error": NO_TOKEN}, status=403)
+        if reload is None:
+            return _json({"error": "this daemon was started without a configuration file"}, 400)
+        code, answer = await reload()
+        return _json(answer, status=code)
+
+    app = web.Application(middlewares=[bearer_gate(token_of)])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_post("/models/{model}/predict", predict)
     app.router.add_post("/models/{model}/reference", reference)
+    app.router.add_post("/-/reload", reload_config)
     return app

@@ -403,6 +403,20 @@ FAMILIES: list[tuple[type, str, str, list[str], Callable[[Snapshot], Samples]]] 
         _one(lambda s: s.pipeline.misrouted),
     ),
     (
+        GAUGE,
+        "config_last_reload_successful",
+        "1 if the last configuration reload succeeded (or none was tried), else 0.",
+        [],
+        _one(lambda s: None if s.daemon.reload is None else float(s.daemon.reload.successful)),
+    ),
+    (
+        GAUGE,
+        "config_last_reload_success_timestamp_seconds",
+        "When the configuration was last loaded successfully (start or reload), Unix time.",
+        [],
+        _one(lambda s: None if s.daemon.reload is None else s.daemon.reload.success_at),
+    ),
+    (
         COUNTER,
         "checkpoints",
         "Checkpoint rounds written.",

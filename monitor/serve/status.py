@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.ingest.timestamps import iso
 from monitor.serve.snapshot import ModelStatus, PipelineStatus, finite
 from sinks.base import SinkStats
 
@@ -56,6 +57,7 @@ class DaemonStatus:
     restores: Mapping[str, int]
     sinks: Mapping[str, SinkStats]
     components: tuple[ComponentStatus, ...]
+    reload: Any = None  # monitor.app.reloader.ReloadStatus: the last reload
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,14 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
             "restores": dict(d.restores),
         },
         "components": {c.name: {"restarts": c.restarts, "error": c.error} for c in d.components},
+        "config": None
+        if d.reload is None
+        else {
+            "last_reload_successful": d.reload.successful,
+            "last_reload_success_at": iso(d.reload.success_at),
+            "last_reload_error": d.reload.error,
+            "last_reload_changed": list(d.reload.changed),
+        },
         "alerts_firing": [
             {"model": name, "feature": f, "detector": det, "id": aid}
             for name, m in models.items()
