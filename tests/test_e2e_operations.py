@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from monitor.demo.broker import EmbeddedBroker, free_port
 
 from .conftest import Service, WebhookReceiver, accepted, daemon_config, loan_events, produce
 from .test_e2e_faults import cli, wait_status
-from .test_e2e_kafka import output_of, run_until, write_config
+from .test_e2e_kafka import get, output_of, run_until, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -255,3 +256,44 @@ def test_alertmanager_ends_a_rebaselined_alert_and_says_why(
     assert firing and {a["labels"]["alert_id"] for a in ended} == firing, seen
     assert all(a["annotations"]["resolution"] == "rebaselined" for a in ended), seen
     assert all(a["endsAt"].startswith("2025-") for a in ended), seen  # event time
+
+
+def test_sighup_swaps_a_sink_and_a_refused_change_keeps_the_daemon_running(
+    broker: EmbeddedBroker, topic: str, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    second = WebhookReceiver().start()
+    try:
+        produce(broker.bootstrap, topic, loan_events(3000, drift_at=None, seed=11))
+        port = free_port()
+        doc = daemon_config(
+            broker.bootstrap, topic, sinks=[{"type": "webhook", "url": receiver.url}]
+        )
+        doc["http"]["port"] = port
+        config = write_config(tmp_path, doc)
+        with cli(config) as proc:
+            wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 3000)
+            write_config(tmp_path, {**doc, "sinks": [{"type": "webhook", "url": second.url}]})
+            proc.send_signal(signal.SIGHUP)
+            s = wait_status(port, lambda s: s["config"]["last_reload_changed"] == ["sinks"])
+            assert s["config"]["last_reload_successful"] is True
+            produce(broker.bootstrap, topic, loan_events(3000, drift_at=0, seed=12))
+            wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 6000)
+            deadline = time.monotonic() + 20
+            while not second.alerts and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert second.alerts and not receiver.alerts  # the new sink, only
+
+            moved = {**doc, "sinks": [{"type": "webhook", "url": second.url}]}
+            moved["kafka"] = {**doc["kafka"], "topic": "elsewhere"}
+            write_config(tmp_path, moved)
+            proc.send_signal(signal.SIGHUP)
+            s = wait_status(port, lambda s: s["config"]["last_reload_successful"] is False)
+            assert "kafka" in s["config"]["last_reload_error"]
+            _, body = get(port, "/metrics")
+            assert b"driftline_config_last_reload_successful 0.0" in body
+            produce(broker.bootstrap, topic, loan_events(500, drift_at=0, seed=13))
+            wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 6500)  # still on
+        log = output_of(config)
+        assert "configuration reload refused" in log and "need a restart: kafka" in log
+    finally:
+        second.stop()

@@ -87,7 +87,7 @@ class Reloader:
             try:
                 new = load_config(self.path)
             except ConfigError as exc:
-                return self._failed(400, f"{self.path}: {exc}", {"errors": exc.errors})
+                return self._failed(400, str(exc), {"errors": exc.errors})
             old = self.daemon.config
             diff = changes(old, new)
             if diff.restart:
