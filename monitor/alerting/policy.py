@@ -195,22 +195,16 @@ class AlertPolicy:
         for at, (feature, detector), ep in state.keys.resolve_due(before):
             ts = view.ts_of(at)
             out.append(
-                make_alert(
-                    episode_id=ep.id,
-                    status="resolved",
-                    model=state.model,
-                    feature=feature,
-                    detector=detector,
-                    severity=ep.severity,
-                    started_at=ep.started_at,
-                    start_event=ep.start,
-                    at_event=at,
-                    ended_at=when(ts),
+                _resolved(
+                    state.model,
+                    (feature, detector),
+                    ep,
+                    at,
+                    ts,
+                    "quiet",
+                    f"{self.config.resolve_after_events} events without a detection",
                     reference_summary=view.reference_summary(feature),
                     current_summary=view.current_summary(feature, at),
-                    resolution="quiet",
-                    summary=f"{state.model}/{feature}: {detector} drift resolved "
-                    f"({self.config.resolve_after_events} events without a detection)",
                 )
             )
             out += self._model_level(state, at, ts)
@@ -231,21 +225,15 @@ class AlertPolicy:
         out: list[Alert] = []
         for (feature, detector), ep in state.keys.close(lambda k: chosen is None or k[0] in chosen):
             out.append(
-                make_alert(
-                    episode_id=ep.id,
-                    status="resolved",
-                    model=state.model,
-                    feature=feature,
-                    detector=detector,
-                    severity=ep.severity,
-                    started_at=ep.started_at,
-                    start_event=ep.start,
-                    at_event=at,
-                    ended_at=when(ts),
+                _resolved(
+                    state.model,
+                    (feature, detector),
+                    ep,
+                    at,
+                    ts,
+                    "rebaselined",
+                    "re-baselined: the new distribution is the reference",
                     reference_summary=reference_summary(feature),
-                    resolution="rebaselined",
-                    summary=f"{state.model}/{feature}: {detector} drift resolved "
-                    "(re-baselined: the new distribution is the reference)",
                 )
             )
         if out:
@@ -363,3 +351,32 @@ class AlertPolicy:
             )
             for at, _key, ep in state.concept.resolve_due(before)
         ]
+
+
+def _resolved(
+    model: str,
+    key: tuple[str, str],
+    ep: Episode,
+    at: int,
+    ts: float,
+    resolution: str,
+    why: str,
+    **summaries: dict[str, Any] | None,
+) -> Alert:
+    """The resolved alert of a series' episode."""
+    feature, detector = key
+    return make_alert(
+        episode_id=ep.id,
+        status="resolved",
+        model=model,
+        feature=feature,
+        detector=detector,
+        severity=ep.severity,
+        started_at=ep.started_at,
+        start_event=ep.start,
+        at_event=at,
+        ended_at=when(ts),
+        resolution=resolution,
+        summary=f"{model}/{feature}: {detector} drift resolved ({why})",
+        **summaries,  # type: ignore[arg-type]
+    )
