@@ -117,25 +117,29 @@ class Throttle:
         *args: object,
         exc_info: bool = False,
         extra: Mapping[str, object] | None = None,
+        also: int = 0,
     ) -> bool:
         """Log unless a line of this template went out less than ``period_s`` ago; returns
-        whether it was logged. ``extra`` fields go to the record (JSON logs show them)."""
+        whether it was logged. ``extra`` fields go to the record (JSON logs show them);
+        ``also`` more lines like it are counted as held back."""
         with self._lock:
             now = self.clock()
             last = self._last.get(msg)
             if last is not None and now - last[0] < self.period_s:
-                self._last[msg] = (last[0], last[1] + 1)
+                self._last[msg] = (last[0], last[1] + 1 + also)
                 return False
             if len(self._last) >= self.max_templates:
                 self._last.clear()
-            self._last[msg] = (now, 0)
+            self._last[msg] = (now, also)
         if last is not None and last[1]:
             msg = f"{msg} ({last[1]} more like this in the last {now - last[0]:.0f} s)"
         self.logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
         return True
 
-    def warning(self, msg: str, *args: object, extra: Mapping[str, object] | None = None) -> bool:
-        return self.log(logging.WARNING, msg, *args, extra=extra)
+    def warning(
+        self, msg: str, *args: object, extra: Mapping[str, object] | None = None, also: int = 0
+    ) -> bool:
+        return self.log(logging.WARNING, msg, *args, extra=extra, also=also)
 
     def error(self, msg: str, *args: object) -> bool:
         return self.log(logging.ERROR, msg, *args)

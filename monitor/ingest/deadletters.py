@@ -53,7 +53,13 @@ class DeadLetterQueue:
         """Log, count and forward a batch's rejects; returns once all are acknowledged."""
         if not items:
             return
-        for record, rej in items:  # one line per reason every 30 s, never the payload
+        # One line per reason every 30 s (the batch's first record of it), never the payload.
+        counts = Counter(rej.reason for _, rej in items)
+        first: dict[str, tuple[Record, Rejected]] = {}
+        for record, rej in items:
+            first.setdefault(rej.reason, (record, rej))
+        for record, rej in first.values():
+            more = counts[rej.reason] - 1
             self._throttle.warning(
                 f"rejected record ({rej.reason}) at %s/%d/%d%s: %s",
                 record.topic,
@@ -68,6 +74,7 @@ class DeadLetterQueue:
                     "partition": record.partition,
                     "offset": record.offset,
                 },
+                also=more,
             )
         if not self.enabled:
             return

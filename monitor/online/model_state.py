@@ -89,7 +89,8 @@ class ModelState:
     def reconfigure(self, plan: ModelPlan) -> None:
         """Take a reloaded plan of the same fingerprint (see ``monitor.config.reload``):
         alerting and thresholds apply at once; a changed reference file is followed
-        (its resolved alerts go to ``unsent``). Read the file first (``reread_file``)."""
+        (its resolved alerts go to ``unsent``): set ``monitor.file_reference`` to the file's
+        content first (``commands.reconfigure`` reads every file before changing anything)."""
         self.plan = plan
         self.policy = AlertPolicy(plan.alerting)
         self.alerts.retune(plan.alerting)
