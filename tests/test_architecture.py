@@ -86,6 +86,7 @@ def test_sub_packages_depend_one_way() -> None:
         "online",
         "state",
         "app",
+        "replay",
         "demo",
         "cli",
         "__main__",

@@ -112,12 +112,9 @@ async def _produce(
     await producer.start()
     try:
         start = time.perf_counter()
-        garbage_at = {len(events) // 4 + k * 997: g for k, g in enumerate(GARBAGE)}
-        for i, ev in enumerate(events):
-            if i in garbage_at:
-                await producer.send(topic, garbage_at[i], key=b"credit-v1")
-            await producer.send(topic, orjson.dumps(ev), key=b"credit-v1")
-            counter[0] = i + 1
+        for i, value in enumerate(demo_lines(events)):
+            await producer.send(topic, value, key=b"credit-v1")
+            counter[0] = min(i + 1, len(events))
             if rate > 0 and i % 200 == 0:
                 ahead = (i + 1) / rate - (time.perf_counter() - start)
                 if ahead > 0:
@@ -307,12 +304,49 @@ def _summary(
     )
 
 
+def demo_lines(events: list[dict[str, Any]]) -> list[bytes]:
+    """The records the demo sends, in order: the events with the malformed ones among them."""
+    garbage_at = {len(events) // 4 + k * 997: g for k, g in enumerate(GARBAGE)}
+    out: list[bytes] = []
+    for i, ev in enumerate(events):
+        if i in garbage_at:
+            out.append(garbage_at[i])
+        out.append(orjson.dumps(ev))
+    return out
+
+
+def write_events(path: Path, events: int, drift_at: int, seed: int) -> Path:
+    """Write the demo's records to ``path`` (JSON Lines, gzip when it ends in ``.gz``) and
+    a configuration to replay them with beside it (the demo's, without Kafka's or the
+    webhook's variables); returns the configuration's path."""
+    import gzip
+
+    import yaml
+
+    body = b"".join(line + b"\n" for line in demo_lines(loan_stream(events, drift_at, seed)))
+    path.write_bytes(gzip.compress(body) if path.suffix == ".gz" else body)
+    doc = yaml.safe_load((files("monitor.demo") / "demo.yaml").read_text())
+    doc["kafka"] = {"topic": doc["kafka"]["topic"]}
+    doc["http"] = {"host": "127.0.0.1", "port": 9108}
+    doc["state"] = {"memory_only": True}
+    doc["sinks"] = [{"type": "log", "stream": "stdout"}]
+    config = path.with_name(path.name.split(".")[0] + ".yaml")
+    if config == path:
+        config = path.with_name(path.name + ".config.yaml")
+    header = (
+        "# driftline demo's configuration, for: driftline replay --config this --input events\n"
+    )
+    config.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return config
+
+
 def run_demo(
     events: int = 60_000,
     drift_at: int | None = None,
     seed: int = 7,
     rate: float = 4_000.0,
     live: bool = True,
+    write_to: Path | None = None,
 ) -> int:
     if events < 2 * TRAIN:
         raise ValueError(f"--events must be at least {2 * TRAIN}")
@@ -321,5 +355,10 @@ def run_demo(
         raise ValueError(f"--drift-at must be between {TRAIN} and {events}")
     if rate < 0:
         raise ValueError("--rate must be 0 (flat out) or positive")
+    if write_to is not None:
+        config = write_events(write_to, events, drift_at, seed)
+        print(f"wrote {events:,} events (drift from event {drift_at:,}) to {write_to}")
+        print(f"replay them: driftline replay --config {config} --input {write_to}")
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return asyncio.run(_demo(events, drift_at, seed, rate, live, Console()))

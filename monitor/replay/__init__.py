@@ -1,0 +1,1 @@
+"""`driftline replay`: the daemon's pipeline over event files, offline."""
