@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from monitor.alerting.alerts import CONCEPT
 from monitor.config.schema import Config
 from monitor.replay.inputs import lines
 from monitor.replay.replay import Replay, ReplayResult, StrictError, alert_lines, summarize
@@ -105,11 +106,15 @@ def report(out: Console, result: ReplayResult) -> None:
         for col in ("model", "series", "episodes", "first alert at event", "at (UTC)", "detectors"):
             table.add_column(col)
         for s in rows:
+            kind = next(iter(s.detectors))
+            pairs = s.feature is None and kind == CONCEPT
             cells: list[Any] = [
                 s.model,
-                s.feature or "(model)",
+                s.feature or ("(concept drift)" if pairs else "(several features)"),
                 str(s.episodes),
-                f"{s.first_event:,}" if s.first_event is not None else "",
+                ""
+                if s.first_event is None
+                else f"{s.first_event:,}" + (" (labelled pair)" if pairs else ""),
                 (s.first_at or "")[:19].replace("T", " "),
                 ", ".join(sorted(s.detectors)),
             ]

@@ -153,7 +153,7 @@ class SeriesSummary:
     """What a replay's alerts say of one series (or of a model as a whole)."""
 
     model: str
-    feature: str | None
+    feature: str | None  # None: a model-level alert of ``detectors``' one kind
     episodes: int = 0
     first_event: int | None = None
     first_at: str | None = None
@@ -161,15 +161,17 @@ class SeriesSummary:
 
 
 def summarize(alerts: Iterable[Alert]) -> list[SeriesSummary]:
-    """Per model and series: the episodes fired, the first one's event and time, the
-    detectors that fired, in order of first alert."""
-    out: dict[tuple[str, str | None], SeriesSummary] = {}
+    """Per model and series (and per kind of model-level alert: ``multiple``,
+    ``concept_drift``, whose events are labelled pairs): the episodes fired, the first
+    one's event and time, the detectors that fired, in order of first alert."""
+    out: dict[tuple[str, str], SeriesSummary] = {}
     seen: set[str] = set()
     for a in alerts:
         if a.status != "firing" or a.id in seen:
             continue
         seen.add(a.id)
-        s = out.setdefault((a.model, a.feature), SeriesSummary(a.model, a.feature))
+        key = (a.model, a.feature if a.feature is not None else f"({a.detector})")
+        s = out.setdefault(key, SeriesSummary(a.model, a.feature))
         s.episodes += 1
         s.detectors.add(a.detector)
         if s.first_event is None or a.start_event < s.first_event:
