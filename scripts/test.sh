@@ -33,12 +33,18 @@ echo "== installing driftline with its dev extras"
 $PY -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
 
 # Real Prometheus (and promtool) and Alertmanager from Debian: the tests start them on
-# loopback ports of their own.
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
-  echo "== installing prometheus and prometheus-alertmanager (Debian)"
+# loopback ports of their own. Debian's chromium and its chromedriver: the browser tests
+# drive them with selenium (nothing downloaded).
+NEED=""
+command -v promtool >/dev/null 2>&1 || NEED="$NEED prometheus"
+command -v prometheus-alertmanager >/dev/null 2>&1 || NEED="$NEED prometheus-alertmanager"
+command -v chromium >/dev/null 2>&1 || NEED="$NEED chromium"
+command -v chromedriver >/dev/null 2>&1 || NEED="$NEED chromium-driver"
+if [ -n "$NEED" ]; then
+  echo "== installing$NEED (Debian)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $NEED >/dev/null
 fi
 
 echo "== ruff"

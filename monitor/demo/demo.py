@@ -148,7 +148,7 @@ def _view(
         f" ({rate:,.0f} events/s)   drift at event ",
         (f"{drift_at:,}", "magenta"),
         f"   [{phase}]\n",
-        (f"metrics: {http}/metrics", "dim"),
+        (f"status page: {http}/ui   metrics: {http}/metrics", "dim"),
     )
     table = Table(expand=False, title="scores at the latest check (score / threshold)")
     for col in ("series", "KS", "PSI", "ADWIN", "categorical"):
@@ -213,11 +213,17 @@ async def _demo(
         start = time.perf_counter()
         deadline = start + max(50.0, events / max(rate, 1.0) + 30.0)
         screen = Live(console=console, auto_refresh=False) if live else contextlib.nullcontext()
+        announced = False
         with screen as view:
             while time.perf_counter() < deadline:
                 await asyncio.sleep(0.25)
                 events_seen = daemon.snapshot().pipeline.models["credit-v1"].events
                 speed = events_seen / max(time.perf_counter() - start, 1e-9)
+                if not live and not announced and daemon.http_port is not None:
+                    announced = True
+                    console.print(
+                        f"status page: http://127.0.0.1:{daemon.http_port}/ui while the demo runs"
+                    )
                 if isinstance(view, Live) and daemon.http_port is not None:
                     http = f"http://127.0.0.1:{daemon.http_port}"
                     view.update(

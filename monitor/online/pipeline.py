@@ -35,6 +35,7 @@ from monitor.ingest.decode import (
 )
 from monitor.ingest.timestamps import MAX_FUTURE_S
 from monitor.logs import Throttle
+from monitor.online.history import ScoreHistory
 from monitor.online.model_monitor import ModelMonitor
 from monitor.online.model_state import ModelState
 from monitor.online.partitions import PartitionStates
@@ -112,6 +113,8 @@ class Pipeline:
         self.processing_seconds = 0.0
         self._throttle = Throttle(log)
         self._statuses: dict[str, ModelStatus] = {}
+        self.history = ScoreHistory()
+        self._history_views: dict[str, Any] = {}
         self.status: PipelineStatus = EMPTY
         self.publish()
 
@@ -273,16 +276,22 @@ class Pipeline:
         return restored
 
     def drop(self, partition: int) -> None:
-        self.publish(self.states.drop(partition))
+        gone = self.states.drop(partition)
+        for m in gone:
+            self.history.forget(m)
+            self._history_views.pop(m, None)
+        self.publish(gone)
 
     def publish(self, touched: Any = None) -> None:
         """Build and publish the status (models in ``touched`` again, all when None)."""
         names = self.models.keys() if touched is None else touched
         for m in names:
             learner = self.learners.get(m)
-            self._statuses[m] = model_status(
+            now = self._statuses[m] = model_status(
                 self.models[m], None if learner is None else learner.status()
             )
+            self.history.add(m, now.events, {s.name: s.detectors for s in now.series})
+            self._history_views[m] = self.history.view(m)
         for m, learner in self.learners.items():  # the learners move on by themselves
             status = learner.status()
             if self._statuses[m].learner != status:
@@ -294,6 +303,7 @@ class Pipeline:
             self.batches,
             self.processing_seconds,
             self.internal_errors,
+            dict(self._history_views),
         )
 
     # -- all three stages, for tests and simple embedding ------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from importlib.resources import files
 from typing import Any
 
 import orjson
@@ -84,6 +85,7 @@ def check_rebaseline(body: Any) -> tuple[str, str, int, list[str] | None]:
 
 
 OPEN = frozenset({"/metrics", "/healthz", "/readyz"})  # scrapes and probes: never gated
+UI_PAGE = (files("monitor.serve") / "ui.html").read_bytes()  # the live status page
 NO_TOKEN = (
     "this endpoint changes the monitor's state and is off without a token: set http.token "
     "in the configuration (e.g. token: ${DRIFTLINE_TOKEN}) and send "
@@ -91,11 +93,23 @@ NO_TOKEN = (
 )
 
 
+COOKIE = "driftline_token"
+READ_ONLY = frozenset({"/ui", "/status", "/status/history"})  # a browser may use the cookie
+
+
+def _session(secret: str) -> str:
+    """The cookie that stands for the token (derived from it, never the token itself)."""
+    return hmac.new(secret.encode(), b"driftline-ui", "sha256").hexdigest()
+
+
 def bearer_gate(token: Callable[[], str | None]) -> Any:
     """Middleware: with a token configured (``token()``, read at each request: a reload may
     change it), every endpoint but scrapes and probes wants ``Authorization: Bearer
     <token>`` (compared in constant time, as bytes: any header value, ASCII or not, is
-    simply wrong when it is not the token); 401 otherwise."""
+    simply wrong when it is not the token); 401 otherwise. The read-only pages a browser
+    opens (``/ui`` and what it reads) also take the ``driftline_token`` cookie that
+    ``/ui?token=<token>`` sets (HttpOnly, SameSite=Strict; an HMAC of the token, not the
+    token); endpoints that change state never do."""
 
     @web.middleware
     async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -104,9 +118,28 @@ def bearer_gate(token: Callable[[], str | None]) -> Any:
             response: web.StreamResponse = await handler(request)
             return response
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, f"Bearer {secret}".encode()):
+        expected = f"Bearer {secret}".encode()
+        if request.method == "GET" and request.path in READ_ONLY:
+            session = _session(secret)
+            offered = request.query.get("token") if request.path == "/ui" else None
+            if offered is not None and hmac.compare_digest(
+                offered.encode("utf-8", "surrogateescape"), secret.encode()
+            ):
+                raise web.HTTPFound(
+                    "/ui",
+                    headers={
+                        "Set-Cookie": f"{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/"
+                    },
+                )
+            cookie = request.cookies.get(COOKIE, "")
+            if hmac.compare_digest(cookie.encode("utf-8", "surrogateescape"), session.encode()):
+                given = expected
+        if not hmac.compare_digest(given, expected):
+            hint = (
+                "; in a browser, open /ui?token=<http.token> once" if request.path == "/ui" else ""
+            )
             return web.json_response(
-                {"error": "this endpoint needs 'Authorization: Bearer <http.token>'"},
+                {"error": f"this endpoint needs 'Authorization: Bearer <http.token>'{hint}"},
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="driftline"'},
             )
@@ -164,6 +197,13 @@ def build_app(
         body = cached("/status", lambda: _dumps(status_document(snapshot())))
         return web.Response(body=body, content_type="application/json")
 
+    async def history(_: web.Request) -> web.Response:
+        body = cached("/status/history", lambda: _dumps(snapshot().pipeline.history))
+        return web.Response(body=body, content_type="application/json")
+
+    async def ui(_: web.Request) -> web.Response:
+        return web.Response(body=UI_PAGE, content_type="text/html", charset="utf-8")
+
     async def predict(request: web.Request) -> web.Response:
         model = request.match_info["model"]
         if model not in models:
@@ -214,6 +254,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
+    app.router.add_get("/status/history", history)
+    app.router.add_get("/ui", ui)
     app.router.add_post("/models/{model}/predict", predict)
     app.router.add_post("/models/{model}/reference", reference)
     app.router.add_post("/-/reload", reload_config)

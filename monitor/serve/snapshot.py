@@ -111,6 +111,10 @@ class PipelineStatus:
     batches: int
     processing_seconds: float
     internal_errors: int
+    # model -> series -> detector -> recent (event, score, threshold), for /ui
+    history: Mapping[str, Mapping[str, Mapping[str, tuple[tuple[int, float, float], ...]]]] = field(
+        default_factory=dict
+    )
 
 
 EMPTY = PipelineStatus({}, {}, 0, 0, 0.0, 0)
