@@ -41,6 +41,16 @@ class Episode:
     severity: str
 
 
+def episode_fields(ep: Episode) -> dict[str, Any]:
+    """The fields every alert of an episode carries (for ``make_alert``)."""
+    return {
+        "episode_id": ep.id,
+        "severity": ep.severity,
+        "started_at": ep.started_at,
+        "start_event": ep.start,
+    }
+
+
 @dataclass(frozen=True)
 class Change:
     """What a signal did: ``fired`` a new episode or ``escalated`` the firing one."""

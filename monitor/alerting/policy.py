@@ -34,7 +34,7 @@ from monitor.alerting.alerts import (
     make_alert,
     when,
 )
-from monitor.alerting.episodes import Episode, Episodes
+from monitor.alerting.episodes import Episode, Episodes, episode_fields
 from monitor.config.schema import AlertingConfig
 
 
@@ -169,14 +169,11 @@ class AlertPolicy:
                 ratio = f" (score {evidence.score:.4g}, threshold {evidence.threshold:.4g})"
             alerts.append(
                 make_alert(
-                    episode_id=ep.id,
+                    **episode_fields(ep),
                     status="firing",
                     model=state.model,
                     feature=d.feature,
                     detector=d.detector,
-                    severity=ep.severity,
-                    started_at=ep.started_at,
-                    start_event=ep.start,
                     at_event=d.event,
                     evidence=evidence,
                     reference_summary=view.reference_summary(d.feature),
@@ -264,14 +261,11 @@ class AlertPolicy:
             return []
         return [
             make_alert(
-                episode_id=ep.id,
+                **episode_fields(ep),
                 status=status,
                 model=state.model,
                 feature=None,
                 detector=MODEL_LEVEL,
-                severity=ep.severity,
-                started_at=ep.started_at,
-                start_event=ep.start,
                 at_event=event,
                 ended_at=when(ts),
                 evidence=Evidence(score=float(len(drifting)), threshold=float(need)),
@@ -310,14 +304,11 @@ class AlertPolicy:
                 state.count(CONCEPT, severity)
             out.append(
                 make_alert(
-                    episode_id=ep.id,
+                    **episode_fields(ep),
                     status="firing",
                     model=state.model,
                     feature=None,
                     detector=CONCEPT,
-                    severity=ep.severity,
-                    started_at=ep.started_at,
-                    start_event=ep.start,
                     at_event=d.index,
                     evidence=Evidence(score=after, threshold=before),
                     error_before=before,
@@ -336,14 +327,11 @@ class AlertPolicy:
     ) -> list[Alert]:
         return [
             make_alert(
-                episode_id=ep.id,
+                **episode_fields(ep),
                 status="resolved",
                 model=state.model,
                 feature=None,
                 detector=CONCEPT,
-                severity=ep.severity,
-                started_at=ep.started_at,
-                start_event=ep.start,
                 at_event=at,
                 ended_at=when(pair_ts(at)),
                 resolution="quiet",
@@ -366,14 +354,11 @@ def _resolved(
     """The resolved alert of a series' episode."""
     feature, detector = key
     return make_alert(
-        episode_id=ep.id,
+        **episode_fields(ep),
         status="resolved",
         model=model,
         feature=feature,
         detector=detector,
-        severity=ep.severity,
-        started_at=ep.started_at,
-        start_event=ep.start,
         at_event=at,
         ended_at=when(ts),
         resolution=resolution,
