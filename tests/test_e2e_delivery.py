@@ -33,6 +33,7 @@ from .conftest import (
     loan_events,
     produce,
 )
+from .test_deploy import RULES, expressions
 from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config
 from .test_sinks import verify_snippet
 
@@ -92,6 +93,7 @@ def test_prometheus_scrapes_the_drift_score(
     daemon = build(parse_config(doc, env={}))
     conf = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
         "scrape_configs": [
             {
                 "job_name": "driftline",
@@ -113,15 +115,22 @@ def test_prometheus_scrapes_the_drift_score(
     )
     query = urllib.parse.quote('driftline_drift_score{feature="salary",detector="ks"}')
 
+    answers: dict[str, Any] = {}
+
     async def ask(d: Daemon) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 40  # the first scrape lands some seconds in
-        while time.monotonic() < deadline:
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not result:
             code, body = await asyncio.to_thread(get, port, f"/api/v1/query?query={query}")
-            result: list[dict[str, Any]] = json.loads(body)["data"]["result"] if code == 200 else []
-            if result:
-                return result
+            result = json.loads(body)["data"]["result"] if code == 200 else []
             await asyncio.sleep(0.5)
-        return []
+        for expr in expressions():  # every rule's expression, against the scraped daemon
+            q = urllib.parse.quote(expr)
+            code, body = await asyncio.to_thread(get, port, f"/api/v1/query?query={q}")
+            answers[expr] = (code, json.loads(body))
+        code, body = await asyncio.to_thread(get, port, "/api/v1/rules")
+        answers["/api/v1/rules"] = (code, json.loads(body))
+        return result
 
     try:
         result = asyncio.run(
@@ -131,6 +140,14 @@ def test_prometheus_scrapes_the_drift_score(
     finally:
         prom.stop()
     assert result, "Prometheus never had driftline_drift_score for salary"
+    for expr, (code, answer) in answers.items():
+        assert code == 200 and answer["status"] == "success", (expr, answer)
+    groups = answers["/api/v1/rules"][1]["data"]["groups"]
+    loaded = [r for g in groups for r in g["rules"]]
+    assert len(loaded) == len(expressions())
+    assert all(r["health"] != "err" for r in loaded), [r for r in loaded if r["health"] == "err"]
+    ratio = answers["driftline_drift_score / driftline_drift_threshold"][1]["data"]["result"]
+    assert ratio, "the recording rule's expression finds driftline's series"
     (series,) = result
     assert series["metric"]["model"] == "credit-v1" and series["metric"]["job"] == "driftline"
     assert float(series["value"][1]) > 0
