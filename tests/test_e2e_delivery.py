@@ -33,7 +33,7 @@ from .conftest import (
     loan_events,
     produce,
 )
-from .test_deploy import RULES, expressions
+from .test_deploy import RULES, dashboard_expressions, expressions
 from .test_e2e_kafka import get, run_until, start_cli, wait_events, write_config
 from .test_sinks import verify_snippet
 
@@ -124,7 +124,8 @@ def test_prometheus_scrapes_the_drift_score(
             code, body = await asyncio.to_thread(get, port, f"/api/v1/query?query={query}")
             result = json.loads(body)["data"]["result"] if code == 200 else []
             await asyncio.sleep(0.5)
-        for expr in expressions():  # every rule's expression, against the scraped daemon
+        # every rule's and every dashboard panel's expression, against the scraped daemon
+        for expr in expressions() + dashboard_expressions():
             q = urllib.parse.quote(expr)
             code, body = await asyncio.to_thread(get, port, f"/api/v1/query?query={q}")
             answers[expr] = (code, json.loads(body))
@@ -148,6 +149,8 @@ def test_prometheus_scrapes_the_drift_score(
     assert all(r["health"] != "err" for r in loaded), [r for r in loaded if r["health"] == "err"]
     ratio = answers["driftline_drift_score / driftline_drift_threshold"][1]["data"]["result"]
     assert ratio, "the recording rule's expression finds driftline's series"
+    scores = answers['driftline_drift_score{model=~".*", feature=~".*"}'][1]["data"]["result"]
+    assert {r["metric"]["feature"] for r in scores} >= {"salary", "age"}  # the dashboard's panel
     (series,) = result
     assert series["metric"]["model"] == "credit-v1" and series["metric"]["job"] == "driftline"
     assert float(series["value"][1]) > 0
