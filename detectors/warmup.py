@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .adwin import ADWIN
+from .base import Detector
 from .categorical import CategoricalDrift
 from .ks import KS
 from .psi import PSI
@@ -23,7 +24,7 @@ def warm() -> dict[str, int]:
     ref = rng.normal(size=(600, 2))
     stream = np.r_[rng.normal(size=(600, 2)), rng.normal(2.0, 1.0, size=(600, 2))]
     codes = rng.integers(0, 4, size=(600, 1)).astype(np.float64)
-    runs = {
+    runs: dict[str, Detector] = {
         "adwin": ADWIN(),
         "adwin-parallel": ADWIN(parallel=True),
         "ks": KS(ref, window=100, stride=10),
