@@ -464,3 +464,34 @@ def test_any_authorization_header_gets_401_or_200_never_a_server_error() -> None
 
     assert run(d, lambda: d.http_port is not None, then=probe) == 0
     assert [a.split(b" ")[1] for a in answers] == [b"401"] * 4 + [b"200"]
+
+
+def test_lag_is_exported_per_partition_and_in_event_time() -> None:
+    src = MemorySource(events(3000))
+    seen: dict[str, str] = {}
+
+    async def scrape() -> None:
+        import aiohttp
+
+        d.source.logs[0].extend(events(700, seed=5))  # records the daemon has not fetched
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{d.http_port}/metrics") as r,
+        ):
+            seen["metrics"] = await r.text()
+
+    d = daemon(src, MemoryStore())
+    assert run(d, lambda: count(d) == 3000, scrape) == 0
+    text = seen["metrics"]
+    lag = [x for x in text.splitlines() if x.startswith("driftline_kafka_consumergroup_lag{")]
+    (line,) = lag  # one partition, labelled as kafka_exporter labels its series
+    labels, value = line.rsplit(" ", 1)
+    assert labels == (
+        'driftline_kafka_consumergroup_lag{consumergroup="driftline",partition="0",topic="memory"}'
+    )
+    assert 0 <= float(value) <= 700  # the daemon may have fetched some of them already
+    event_lag = [
+        x for x in text.splitlines() if x.startswith('driftline_event_lag_seconds{model="m"}')
+    ]
+    # the events are from 2023: years behind the wall clock
+    assert event_lag and float(event_lag[0].split()[-1]) > 3 * 365 * 86400

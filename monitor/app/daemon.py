@@ -38,6 +38,7 @@ import io
 import logging
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -397,6 +398,8 @@ def daemon_status(d: Daemon) -> DaemonStatus:
         group_id=d.config.kafka.group_id,
         assignment=tuple(f"{t}/{p}" for t, p in d.source.assignment()) if connected else (),
         lag=d.source.lag() if connected else None,
+        lags=d.source.lags() if connected else {},
+        wall_clock=time.time(),
         partitions=tuple(sorted(d.ledger.owned)),
         restoring=dict(d.owner.waiting),
         positions=dict(d.ledger.position),

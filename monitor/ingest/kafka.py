@@ -280,19 +280,23 @@ class KafkaSource:
         assert self.consumer is not None
         await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
 
-    def lag(self) -> int | None:
-        """Records between what was fetched and the partitions' high watermarks (the
-        broker's figure, which can trail; never negative)."""
+    def lags(self) -> dict[TP, int]:
+        """Per assigned partition, the records between what was fetched and its high
+        watermark (the broker's figure, which can trail; never negative), where known."""
         if self.consumer is None:
-            return None
-        total, known = 0, False
+            return {}
+        out = {}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             nxt = self._next.get((tp.topic, tp.partition))
             if high is not None and nxt is not None:
-                total += max(0, high - nxt)
-                known = True
-        return total if known else None
+                out[(tp.topic, tp.partition)] = max(0, high - nxt)
+        return out
+
+    def lag(self) -> int | None:
+        """The sum of :meth:`lags` (None while none is known)."""
+        lags = self.lags()
+        return sum(lags.values()) if lags else None
 
     def assignment(self) -> list[TP]:
         if self.consumer is None:

@@ -94,6 +94,10 @@ class Source(Protocol):
 
     def lag(self) -> int | None: ...
 
+    def lags(self) -> dict[TP, int]:
+        """Records behind the end, per assigned partition (where known)."""
+        ...
+
     async def probe(self) -> None:
         """Raise unless the broker answers now (the daemon's health check)."""
 
@@ -231,11 +235,14 @@ class MemorySource:
     def assignment(self) -> list[TP]:
         return [(self.topic, p) for p in self.assigned_partitions]
 
-    def lag(self) -> int | None:
-        return sum(
-            max(0, len(self.logs.get(p, [])) - self.positions.get(p, 0))
+    def lags(self) -> dict[TP, int]:
+        return {
+            (self.topic, p): max(0, len(self.logs.get(p, [])) - self.positions.get(p, 0))
             for p in self.assigned_partitions
-        )
+        }
+
+    def lag(self) -> int | None:
+        return sum(self.lags().values())
 
     async def probe(self) -> None:
         if self.fail is not None:

@@ -404,6 +404,32 @@ FAMILIES: list[tuple[type, str, str, list[str], Callable[[Snapshot], Samples]]] 
     ),
     (
         GAUGE,
+        "kafka_consumergroup_lag",
+        "Records behind the end of each assigned partition (as kafka_exporter's "
+        "kafka_consumergroup_lag).",
+        ["consumergroup", "topic", "partition"],
+        lambda snap: (
+            ([snap.daemon.group_id, t, str(p)], n) for (t, p), n in sorted(snap.daemon.lags.items())
+        ),
+    ),
+    (
+        GAUGE,
+        "event_lag_seconds",
+        "Wall clock minus the event time of the newest event seen, per model.",
+        ["model"],
+        lambda snap: (
+            (
+                [
+                    name,
+                ],
+                snap.daemon.wall_clock - m.last_ts,
+            )
+            for name, m in snap.pipeline.models.items()
+            if m.last_ts == m.last_ts and snap.daemon.wall_clock
+        ),
+    ),
+    (
+        GAUGE,
         "config_last_reload_successful",
         "1 if the last configuration reload succeeded (or none was tried), else 0.",
         [],

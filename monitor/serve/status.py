@@ -8,7 +8,7 @@ owns: Kafka, partitions, checkpoints, dead letters, sinks, components), both imm
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.ingest.timestamps import iso
@@ -58,6 +58,8 @@ class DaemonStatus:
     sinks: Mapping[str, SinkStats]
     components: tuple[ComponentStatus, ...]
     reload: Any = None  # monitor.app.reloader.ReloadStatus: the last reload
+    lags: Mapping[tuple[str, int], int] = field(default_factory=dict)  # per partition
+    wall_clock: float = 0.0  # when this status was taken (for event-time lag)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
             "group_id": d.group_id,
             "assignment": list(d.assignment),
             "lag_records": d.lag,
+            "lag_records_by_partition": {f"{t}/{p}": n for (t, p), n in sorted(d.lags.items())},
             "last_error": d.kafka_error,
             "disconnected_seconds": d.disconnected_s,
             "offset_resets": dict(d.offset_resets),
