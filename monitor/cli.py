@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--alerts", "-o", type=Path, help="write the alerts here, one per line")
     replay.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write an HTML report (self-contained: it opens with no network)",
+    )
+    replay.add_argument(
         "--sinks", action="store_true", help="also deliver the alerts through the configured sinks"
     )
     replay.add_argument("--strict", action="store_true", help="a malformed line is an error")
@@ -153,7 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--no-learners", action="store_true", help="leave the online learners out (faster)"
     )
-    replay.add_argument("--batch", type=int, default=5000, help="lines per batch (default 5000)")
+    replay.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="lines per batch (default 5000; 500 with --report, for finer timelines; the "
+        "alerts are the same)",
+    )
     replay.add_argument("--quiet", "-q", action="store_true", help="no progress, summary only")
 
     demo = sub.add_parser(
@@ -371,7 +383,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         print("driftline replay: --batch must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     from monitor.replay.cli import replay_command

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gzip
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -45,8 +46,15 @@ def replay_command(config: Config, args: argparse.Namespace) -> int:
         disable=args.quiet or not err.is_terminal,
     )
     task = progress.add_task("replaying", total=None)
+    recorder = None
+    if args.report is not None:
+        from monitor.replay.report import Recorder
+
+        recorder = Recorder()
 
     def on_batch(r: ReplayResult) -> None:
+        if recorder is not None:
+            recorder.record(replay.pipeline.status)
         progress.update(
             task,
             description=f"{r.lines:,} lines, {r.events:,} events, "
@@ -57,7 +65,7 @@ def replay_command(config: Config, args: argparse.Namespace) -> int:
         config,
         learners=not args.no_learners,
         sinks=sinks,
-        batch=args.batch,
+        batch=args.batch or (500 if args.report is not None else 5000),
         strict=args.strict,
         on_batch=on_batch,
     )
@@ -85,6 +93,17 @@ def replay_command(config: Config, args: argparse.Namespace) -> int:
         with args.alerts.open("wb") as fh:
             fh.writelines(alert_lines(result.alerts))
     report(out, result)
+    if recorder is not None:
+        from monitor.replay.report import write
+
+        plots = write(
+            args.report,
+            recorder,
+            result.alerts,
+            title=f"driftline replay of {', '.join(Path(i).name for i in args.input)}",
+        )
+        size = args.report.stat().st_size / 1e6
+        out.print(f"report written to {args.report} ({plots} plots, {size:.1f} MB)", soft_wrap=True)
     if args.alerts is not None:
         out.print(f"alerts written to {args.alerts}", soft_wrap=True)
     fired = any(a.status == "firing" for a in result.alerts)
