@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gzip
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def replay_command(config: Config, args: argparse.Namespace) -> int:
         disable=args.quiet or not err.is_terminal,
     )
     task = progress.add_task("replaying", total=None)
+    started = time.perf_counter()
     recorder = None
     if args.report is not None:
         from monitor.replay.report import Recorder
@@ -55,9 +57,10 @@ def replay_command(config: Config, args: argparse.Namespace) -> int:
     def on_batch(r: ReplayResult) -> None:
         if recorder is not None:
             recorder.record(replay.pipeline.status)
+        rate = r.events / max(time.perf_counter() - started, 1e-9)
         progress.update(
             task,
-            description=f"{r.lines:,} lines, {r.events:,} events, "
+            description=f"{r.lines:,} lines, {r.events:,} events ({rate:,.0f}/s), "
             f"{len({a.id for a in r.alerts}):,} alert episodes, {len(r.malformed):,} malformed",
         )
 
