@@ -154,3 +154,49 @@ def test_cli_explains_a_missing_column(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "no column for ['prediction', 'elevel']" in out.stderr
+
+
+def test_a_model_of_categorical_series_only_warms_up_alerts_restores_and_rebaselines(
+    tmp_path: Path,
+) -> None:
+    """No numeric series at all (found by the quality benchmark: the warm-up used to fail
+    on an empty numeric matrix, its records rejected as internal errors)."""
+    import orjson
+
+    from monitor.config.plan import plan
+    from monitor.config.schema import parse_config
+    from monitor.online import commands
+    from monitor.online.model_state import ModelState
+    from monitor.online.pipeline import Pipeline
+    from monitor.online.reference import Reference, read_reference_file, write_reference
+
+    cfg = parse_config(
+        {
+            "kafka": {"topic": "t"},
+            "defaults": {"reference": {"warmup": 2000}},
+            "models": {"m": {"features": {"c": "categorical"}}},
+        },
+        env={},
+    )
+    rng = np.random.default_rng(0)
+    codes = np.r_[
+        rng.choice(5, 10_000, p=[0.3, 0.25, 0.2, 0.15, 0.1]),
+        rng.choice(5, 10_000, p=[0.2, 0.25, 0.2, 0.15, 0.2]),
+    ]
+    values = [orjson.dumps({"model": "m", "features": {"c": str(int(v))}}) for v in codes]
+    p = Pipeline.of(cfg)
+    alerts = []
+    for i in range(0, len(values), 5000):
+        out = asyncio.run(p.process(values[i : i + 5000]))
+        assert out.rejected == []
+        alerts += out.alerts
+    assert p.internal_errors == 0
+    assert [a for a in alerts if a.status == "firing" and a.feature == "c"]
+    restored = ModelState.from_state(plan(cfg)["m"], p.models["m"].export_state())
+    assert restored.monitor.events == 20_000 and restored.monitor.ready
+    commands.rebaseline(p, "m", "recent", 1000, None)
+    assert p.models["m"].monitor.reference is not None
+    path = tmp_path / "m.ref.json"
+    write_reference(Reference("m", np.empty((3, 0)), [["a", "b", None]]), plan(cfg)["m"], path)
+    ref = read_reference_file(path, p.models["m"].monitor.schema)
+    assert ref.numeric.shape == (3, 0) and ref.categorical == [["a", "b", None]]

@@ -84,7 +84,7 @@ class Collector:
 
     def values(self) -> tuple[np.ndarray, list[list[str | None]]]:
         num = np.concatenate(self.numeric) if self.numeric else np.empty((0, self.n_numeric))
-        return num.reshape(-1, self.n_numeric), self.categorical
+        return num.reshape(self.n, self.n_numeric), self.categorical  # rows known: k may be 0
 
     def export_state(self) -> dict[str, Any]:
         num, cat = self.values()
@@ -93,7 +93,7 @@ class Collector:
     def load_state(self, state: dict[str, Any]) -> None:
         self.n = int(state["n"])
         num = np.asarray(state["numeric"], dtype=np.float64)
-        self.numeric = [num.reshape(-1, self.n_numeric)] if self.n else []
+        self.numeric = [num.reshape(self.n, self.n_numeric)] if self.n else []
         self.categorical = [list(c) for c in state["categorical"]]
 
 

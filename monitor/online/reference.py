@@ -116,14 +116,17 @@ class Reference:
         missing = [n for n in schema.series if n not in series]
         if missing:
             raise ValueError(f"lacks series {missing}; rebuild it for this configuration")
+        categorical = [list(series[n]["values"]) for n in schema.categorical]
+        rows = (
+            len(series[schema.numeric[0]]["values"]) if schema.numeric else len(categorical[0])
+        )
         numeric = np.array(
             [
                 [np.nan if v is None else float(v) for v in series[n]["values"]]
                 for n in schema.numeric
             ],
             dtype=np.float64,
-        ).T.reshape(-1, len(schema.numeric))
-        categorical = [list(series[n]["values"]) for n in schema.categorical]
+        ).T.reshape(rows, len(schema.numeric))  # rows known: a model may have no numeric series
         return cls(schema.model, numeric, categorical)
 
 
