@@ -157,7 +157,7 @@ def psi_fixed(s: Stream, window: int = 1000, bins: int = 10) -> Signals:
             edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
             edges[0], edges[-1] = -np.inf, np.inf
 
-        def share(x: np.ndarray) -> np.ndarray:
+        def share(x: np.ndarray, edges: np.ndarray = edges) -> np.ndarray:
             h = np.histogram(x, edges)[0] / len(x)
             return np.clip(h, 1e-4, None)
 
