@@ -317,6 +317,7 @@ def test_a_plugin_sink_is_found_by_its_entry_point(
             "kafka": {"topic": "t"},
             "models": {"m": {"features": {"x": "numeric"}}},
             "sinks": [{"type": "collect", "options": {"prefix": "got:"}, "retries": 0}],
+            "state": {"path": str(tmp_path / "state")},  # its outbox, not the working dir's
         },
         env={},
     )
