@@ -122,6 +122,12 @@ def crash(d: Daemon, done: Callable[[], bool]) -> None:
         task = asyncio.create_task(d.run())
         await until(d, done)
         task.cancel()
+        finished, _ = await asyncio.wait({task}, timeout=30)
+        if not finished:  # seen once in CI: say where every task waits, then fail
+            from monitor.app.daemon import dump_tasks
+
+            dump_tasks()
+            raise AssertionError("the cancelled daemon did not stop within 30 s")
         with pytest.raises(asyncio.CancelledError):
             await task
 
