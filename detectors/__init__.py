@@ -12,7 +12,17 @@ keeps independent state per series, and returns a :class:`DriftResult`.
 from .adwin import ADWIN
 from .base import Detector, DriftResult
 from .categorical import CategoricalDrift
+from .cusum import CUSUM, CategoricalCUSUM
 from .ks import KS
 from .psi import PSI
 
-__all__ = ["ADWIN", "KS", "PSI", "CategoricalDrift", "Detector", "DriftResult"]
+__all__ = [
+    "ADWIN",
+    "CUSUM",
+    "KS",
+    "PSI",
+    "CategoricalCUSUM",
+    "CategoricalDrift",
+    "Detector",
+    "DriftResult",
+]

@@ -4,7 +4,7 @@ container image runs this at build: its first batch then takes no compile time).
     python -m detectors.warmup
 
 >>> sorted(warm())
-['adwin', 'adwin-parallel', 'categorical', 'ks', 'psi']
+['adwin', 'adwin-parallel', 'categorical', 'categorical_cusum', 'cusum', 'ks', 'psi']
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from .adwin import ADWIN
 from .base import Detector
 from .categorical import CategoricalDrift
+from .cusum import CUSUM, CategoricalCUSUM
 from .ks import KS
 from .psi import PSI
 
@@ -29,6 +30,7 @@ def warm() -> dict[str, int]:
         "adwin-parallel": ADWIN(parallel=True),
         "ks": KS(ref, window=100, stride=10),
         "psi": PSI(ref, window=100),
+        "cusum": CUSUM(ref, arl=1e4),
     }
     seen = {}
     for name, det in runs.items():
@@ -37,6 +39,8 @@ def warm() -> dict[str, int]:
     cat = CategoricalDrift(codes, window=100)
     cat.update(codes)
     seen["categorical"] = codes.shape[0]
+    CategoricalCUSUM(codes, arl=1e4).update(codes)
+    seen["categorical_cusum"] = codes.shape[0]
     return seen
 
 

@@ -9,7 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors import ADWIN, KS, PSI, CategoricalDrift, Detector, DriftResult
+from detectors import (
+    ADWIN,
+    CUSUM,
+    KS,
+    PSI,
+    CategoricalCUSUM,
+    CategoricalDrift,
+    Detector,
+    DriftResult,
+)
 
 from .streams import random_cuts
 
@@ -49,6 +58,13 @@ FACTORIES: dict[str, tuple[Factory, Callable[[np.random.Generator, int], np.ndar
     "psi_fixed": (
         lambda rng: PSI(rng.normal(0, 1, (500, N_SERIES)), window=50, stride=50, threshold="fixed"),
         _numeric_data,
+    ),
+    "cusum": (lambda rng: CUSUM(rng.normal(0, 1, (300, N_SERIES)), arl=5000), _numeric_data),
+    "categorical_cusum": (
+        lambda rng: CategoricalCUSUM(
+            rng.choice(4, size=(400, N_SERIES), p=[0.4, 0.3, 0.2, 0.1]), arl=5000
+        ),
+        _codes,
     ),
     "categorical": (
         lambda rng: CategoricalDrift(
@@ -108,11 +124,11 @@ def test_each_detection_carries_its_checks_p_value_and_window(kind: str) -> None
     r = det.update(X)
     for s, rows in enumerate(r.detections):
         assert len(r.detection_p_values[s]) == len(r.detection_windows[s]) == len(rows)
-        if kind.startswith(("ks", "categorical")):
+        if kind.startswith("ks") or kind == "categorical":
             assert (r.detection_p_values[s] <= det.alpha).all()  # type: ignore[attr-defined]
         else:
             assert np.isnan(r.detection_p_values[s]).all()
-        if kind.startswith("adwin"):
+        if kind.startswith(("adwin", "cusum", "categorical_cusum")):
             assert (r.detection_windows[s] >= 1).all()
         else:
             assert (r.detection_windows[s] == det.window).all()  # type: ignore[attr-defined]
@@ -125,7 +141,7 @@ def test_a_state_without_its_reference_is_rebuilt_from_the_reference(kind: str) 
     X = data(rng, 700)
     det.update(X[:400])
     slim = det.export_state(include_reference=False)
-    if kind.startswith("ks"):
+    if kind.startswith(("ks", "cusum")):
         assert "reference" not in slim
         with pytest.raises(ValueError, match="reference="):
             type(det).from_state(slim)
@@ -168,8 +184,8 @@ def test_each_detection_carries_the_score_that_crossed_the_threshold(kind: str) 
     for s, rows in enumerate(result.detections):
         scores = result.detection_scores[s]
         assert len(scores) == len(rows)
-        if kind.startswith("adwin"):
-            assert (scores > 1.0).all()  # some cut exceeded eps_cut
+        if kind.startswith(("adwin", "cusum", "categorical_cusum")):
+            assert (scores > 1.0).all()  # some cut exceeded eps_cut, some CUSUM its h
         elif kind.startswith(("psi", "ks")):
             assert (scores >= result.threshold[s]).all()
 

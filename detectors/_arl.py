@@ -1,0 +1,146 @@
+"""Run lengths of a one-sided CUSUM, and the threshold that gives a target false-alarm rate.
+
+A one-sided CUSUM on scores ``x_t`` with allowance ``k`` is ``S_t = max(0, S_{t-1} + x_t - k)``
+and alarms (and restarts) when ``S_t > h``. Under no change its alarms form a renewal
+process, so the false-alarm *rate* per event is ``1 / ARL``, the reciprocal of the average
+run length from a restart to an alarm.
+
+:func:`arl` computes that ARL for any score law given as support points and probabilities,
+by a Markov chain on a grid of ``[0, h]`` in the manner of Brook and Evans (1972), with
+linear interpolation between grid nodes: the expected time to an alarm solves one linear
+system. :func:`threshold` finds ``h`` for a target rate, averaged over an
+unknown offset of the scores' mean (the error of a reference estimated from ``n`` values
+shifts the standardized scores' mean by about ``N(0, 1/n)``; Gauss-Hermite nodes average
+over it), so the rate is the one a user sees across references of that size, not only for
+a perfect reference. A threshold above ``MAX_THRESHOLD`` (a CUSUM whose upward steps are
+rare and tiny, hopeless at detecting anything) is returned as infinity. An allowance at
+or below the largest offset (about 2.9 ``bias_sd``) would drift upward for some
+references, and no threshold bounds its average rate.
+
+>>> law = (np.array([-1.0, 1.0]), np.array([0.5, 0.5]))  # a fair +-1 coin
+>>> round(arl(law, k=0.5, h=2.0))  # exact: 60 (five +1 in a row, or climbs with set-backs)
+60
+>>> h = threshold(law, k=0.5, rate=1e-3)
+>>> round(arl(law, 0.5, h))
+1000
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+from numpy.polynomial.hermite_e import hermegauss
+from scipy.optimize import brentq
+
+FloatArray = npt.NDArray[np.float64]
+Law = tuple[FloatArray, FloatArray]  # support points (sorted) and their probabilities
+
+CELLS = 100
+MAX_THRESHOLD = 2048.0
+_NODES, _WEIGHTS = hermegauss(5)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+MAX_SUPPORT = 256
+
+
+def compact(law: Law, points: int = MAX_SUPPORT) -> Law:
+    """A law on at most ``points`` support points: the mass of each of ``points``
+    equal-width slices of the range moves to its mean (the law's mean is kept)."""
+    values, probs = law
+    if len(values) <= points:
+        return law
+    edges = np.linspace(values[0], values[-1], points + 1)
+    slot = np.minimum(np.searchsorted(edges, values, side="right") - 1, points - 1)
+    mass = np.bincount(slot, probs, minlength=points)
+    moment = np.bincount(slot, probs * values, minlength=points)
+    used = mass > 0
+    return moment[used] / mass[used], mass[used].astype(np.float64)
+
+
+def _run_lengths(law: Law, k: float, h: float, offsets: FloatArray, cells: int) -> FloatArray:
+    """ARL from a restart for each mean offset.
+
+    The statistic is kept on the grid ``0, w, ..., h`` (``w = h / cells``); a step from
+    node ``i`` to a point between two nodes splits its probability between them in
+    proportion to the distance (linear interpolation of the run-length function), which
+    stays accurate for lattice laws (coins, counts) where rounding to cell midpoints
+    would not. Steps beyond ``h`` are alarms, steps at or below 0 restart at node 0.
+    """
+    values, probs = law
+    n = cells + 1
+    w = h / cells
+    nodes = np.arange(n) * w
+    rows = np.repeat(np.arange(n), len(values))
+    weights = np.tile(probs, n)
+    out = np.full(len(offsets), np.inf)  # no step goes up: the statistic never leaves 0
+    live = [o for o, off in enumerate(offsets) if values[-1] - k + off > 0]
+    if not live:
+        return out
+    A = np.zeros((len(live), n * n))
+    for i, o in enumerate(live):
+        t = (nodes[:, None] + (values - k + offsets[o])[None, :]).ravel()
+        keep = t <= h
+        pos = np.clip(t[keep], 0.0, h) / w
+        j = np.minimum(pos.astype(np.int64), cells - 1)
+        frac = pos - j
+        cell = rows[keep] * n + j
+        p = weights[keep]
+        A[i] = np.bincount(cell, p * (1.0 - frac), minlength=n * n)
+        A[i] += np.bincount(cell + 1, p * frac, minlength=n * n)
+    system = np.eye(n) - A.reshape(len(live), n, n)
+    out[live] = np.linalg.solve(system, np.ones((len(live), n, 1)))[:, 0, 0]
+    return out
+
+
+def arl(law: Law, k: float, h: float, offset: float = 0.0, cells: int = CELLS) -> float:
+    """Average run length of the CUSUM with allowance ``k`` and threshold ``h`` when the
+    scores follow ``law`` shifted by ``offset``."""
+    return float(_run_lengths(law, k, h, np.array([offset]), cells)[0])
+
+
+def threshold(law: Law, k: float, rate: float, bias_sd: float = 0.0, cells: int = CELLS) -> float:
+    """The threshold ``h`` whose false-alarm rate per event, averaged over a mean offset
+    ``N(0, bias_sd^2)`` of the scores, is ``rate``."""
+    law = compact(law)
+    if law[0][-1] - k <= 0:
+        return np.inf  # a CUSUM whose every step goes down never alarms
+    offsets = _NODES * bias_sd if bias_sd > 0 else np.zeros(1)
+    weights = _WEIGHTS if bias_sd > 0 else np.ones(1)
+
+    def excess(h: float) -> float:
+        rates = 1.0 / np.maximum(_run_lengths(law, k, h, offsets, cells), 1.0)
+        return float(np.log(weights @ rates) - np.log(rate))
+
+    # Secant steps on log(rate) - log(target), nearly linear in h, from Siegmund's
+    # approximation for a normal law; a bracketing search if they misbehave.
+    guess = max(0.5, np.log(max(2 * k * k / rate, 2.0)) / (2 * k) - 1.166)
+    a, fa = guess, excess(guess)
+    b = a * (1.15 if fa > 0 else 0.85)
+    fb = excess(b)
+    for _ in range(20):
+        if not (np.isfinite(fa) and np.isfinite(fb)) or fa == fb:
+            break
+        c = min(max(b - fb * (b - a) / (fb - fa), b / 4), b * 4)
+        a, fa, b, fb = b, fb, c, excess(c)
+        if abs(b - a) <= 1e-4 * b:
+            return float(b) if b <= MAX_THRESHOLD else np.inf
+    hi = 1.0
+    while excess(hi) > 0:
+        hi *= 2.0
+        if hi > MAX_THRESHOLD:
+            return np.inf  # a CUSUM that would need thousands of events is left off
+    lo = hi / 2 if hi > 1.0 else 1e-3
+    if excess(lo) <= 0:
+        return lo  # even a tiny threshold is quiet enough (a law with no upward step)
+    return float(brentq(excess, lo, hi, xtol=1e-4, rtol=1e-6))
+
+
+@lru_cache(maxsize=4096)
+def cached_threshold(values: bytes, probs: bytes, k: float, rate: float, bias_sd: float) -> float:
+    """:func:`threshold` memoised on the law's bytes (series with the same reference shape,
+    such as every continuous series with as many reference values, share one)."""
+    law = (np.frombuffer(values), np.frombuffer(probs))
+    return threshold(law, k, rate, bias_sd)
