@@ -3,23 +3,30 @@ users assemble from river and scipy, in one run.
 
 Streams (reproducible from a seed, several seeds each): abrupt mean shifts of 0.25 and 0.5
 sigma, a gradual drift (a ramp over 20,000 events), a variance-only change, a categorical
-frequency change, one drifting feature of twenty; and, for false alarms, long stable
-streams with realistic marginals (normal, scaled, log-normal, exponential, uniform,
-Poisson) and stable data with isolated 50-100 sigma outliers.
+frequency change, one drifting feature of twenty; concept drift with stable features
+(river's SEA and Agrawal generators spliced from one concept to another, the production
+model knowing the first); a real dataset (the Statlog Shuttle data bundled with river:
+nine integer features with heavy tails and ties) shuffled, with an injected label shift
+(anomalies twice as frequent after the change); and, for false alarms, long stable streams
+with realistic marginals (normal, scaled, log-normal, exponential, uniform, Poisson), the
+Shuttle data shuffled, and stable data with isolated 50-100 sigma outliers.
 
 Methods, per feature: driftline's daemon pipeline with its default detectors and alerting
-(reference: the first 2,000 events); ``river.drift.ADWIN`` (delta 0.002),
-``river.drift.PageHinkley`` and ``river.drift.KSWIN`` with their defaults; PSI over
-windows of 1,000 events against the same reference, alerting above 0.2; windowed
-``scipy.stats.ks_2samp`` (windows of 500 every 100 events) at 0.01 with a Bonferroni
-correction over the features; and the "limit" row, the CUSUM bound for a known shift at one
-false alarm per 100,000 events (about 2 ln(ARL) / d^2 events).
+(reference: the first 2,000 events; labels, where a stream has them, in each event);
+``river.drift.ADWIN`` (delta 0.002), ``river.drift.PageHinkley`` and ``river.drift.KSWIN``
+with their defaults (KSWIN, at ~0.5 ms a value, on at most the first 40,000 events of a
+stream), on the numbers, on one 0/1 indicator per category for categorical features, and on
+the 0/1 errors of the production model where there are labels; PSI over windows of 1,000
+events against the same reference, alerting above 0.2; windowed ``scipy.stats.ks_2samp``
+(windows of 500 every 100 events) at 0.01 with a Bonferroni correction over the features;
+and the "limit" row, the CUSUM bound for a known shift at one false alarm per 100,000
+events (about 2 ln(ARL) / d^2 events).
 
 Reported per stream and method: the delay from the change to the first alert on a drifted
-feature (median over seeds), misses (seeds with no alert after the change), false alerts
-per 100,000 stable events per feature (signals before the change or on features that do
-not drift; river's signals are counted once per 1,000 events, as an alert episode would),
-and CPU time per event. Writes ``results/quality.json`` and ``results/quality.md``.
+series (median over seeds), misses (seeds with no alert after the change), false alerts
+per 100,000 stable events per series (alerts before the change or on series that do not
+drift; river's signals are counted once per 1,000 events, as an alert episode would), and
+CPU time per value. Writes ``results/quality.json`` and ``results/quality.md``.
 
     python -m benchmarks.quality            # 5 seeds
     python -m benchmarks.quality --quick    # 2 seeds, shorter stable streams
@@ -48,14 +55,26 @@ ARL = 100_000
 QUIET = 1000  # signals closer than this count as one (an alert episode's worth)
 
 
+CONCEPT = -1  # the series key of the production model's errors (concept drift)
+KSWIN_MAX = 40_000
+
+
 @dataclass
 class Stream:
     name: str
-    X: np.ndarray  # (n, k) values (categorical: codes as floats)
+    X: np.ndarray  # (n, k) values (categorical columns: codes as floats)
     change_at: int | None
-    drifting: frozenset[int]
-    categorical: bool = False
+    drifting: frozenset[int]  # columns that drift, or CONCEPT
+    categorical: frozenset[int] = frozenset()  # categorical columns
     shift_sigma: float | None = None  # for the CUSUM bound
+    prediction: np.ndarray | None = None  # the production model's class (0/1) per event
+    label: np.ndarray | None = None  # the true class per event
+
+    @property
+    def errors(self) -> np.ndarray | None:
+        if self.prediction is None or self.label is None:
+            return None
+        return (self.prediction != self.label).astype(float)
 
 
 def _normal(rng: np.random.Generator, n: int, k: int = 1) -> np.ndarray:
@@ -78,7 +97,9 @@ def streams(seed: int, stable_n: int) -> list[Stream]:
     out.append(Stream("variance only (x2)", X, 10_000, frozenset({0})))
     p0, p1 = [0.3, 0.25, 0.2, 0.15, 0.1], [0.2, 0.25, 0.2, 0.15, 0.2]
     codes = np.r_[rng.choice(5, 10_000, p=p0), rng.choice(5, 10_000, p=p1)].astype(float)
-    out.append(Stream("categorical frequencies", codes[:, None], 10_000, frozenset({0}), True))
+    out.append(
+        Stream("categorical frequencies", codes[:, None], 10_000, frozenset({0}), frozenset({0}))
+    )
     X = _normal(rng, 20_000, 20)
     X[10_000:, 0] += 0.5
     out.append(Stream("1 of 20 features, 0.5 sigma", X, 10_000, frozenset({0}), shift_sigma=0.5))
@@ -97,7 +118,80 @@ def streams(seed: int, stable_n: int) -> list[Stream]:
     at = np.arange(2_500, stable_n, 5_000)
     X[at, 0] = rng.uniform(50, 100, at.size) * rng.choice([-1, 1], at.size)
     out.append(Stream("stable with 50-100 sigma outliers", X, None, frozenset()))
+    out += concept_streams(seed) + shuttle_streams(rng, stable_n)
     return out
+
+
+def concept_streams(seed: int, n: int = 20_000, noise: float = 0.1) -> list[Stream]:
+    """Features that never change, labels whose relation to them does at event n / 2: the
+    production model predicts the first concept; labels flip with probability ``noise``."""
+    from river.datasets import synth
+
+    rng = np.random.default_rng(1000 + seed)
+    out = []
+    # SEA: x0 + x1 above a threshold; variant 0 (8) -> variant 3 (9.5).
+    sea = list(synth.SEA(variant=0, seed=seed).take(n))
+    X = np.array([[x[0], x[1], x[2]] for x, _ in sea])
+    total = X[:, 0] + X[:, 1]
+    pred = (total > 8.0).astype(int)
+    truth = np.where(np.arange(n) < n // 2, pred, (total > 9.5).astype(int))
+    label = np.where(rng.random(n) < noise, 1 - truth, truth)
+    out.append(
+        Stream("concept drift: SEA 8 -> 9.5", X, n // 2, frozenset({CONCEPT}),
+               prediction=pred, label=label)
+    )  # fmt: skip
+    # Agrawal: classification function 0 -> 2 over the same applicants.
+    names = ["salary", "commission", "age", "elevel", "car", "zipcode", "hvalue", "hyears", "loan"]
+    first = list(synth.Agrawal(classification_function=0, seed=seed).take(n))
+    second = list(synth.Agrawal(classification_function=2, seed=seed).take(n))
+    X = np.array([[float(x[k]) for k in names] for x, _ in first])
+    pred = np.array([y for _, y in first], dtype=int)
+    # After the change a fifth of the applicants (at random) follow the second function.
+    moved = (np.arange(n) >= n // 2) & (rng.random(n) < 0.2)
+    truth = np.where(moved, np.array([y for _, y in second], dtype=int), pred)
+    label = np.where(rng.random(n) < noise, 1 - truth, truth)
+    cats = frozenset(names.index(c) for c in ("elevel", "car", "zipcode"))
+    out.append(
+        Stream("concept drift: Agrawal 0 -> 2 for 20%", X, n // 2, frozenset({CONCEPT}), cats,
+               prediction=pred, label=label)
+    )  # fmt: skip
+    return out
+
+
+def shuttle() -> tuple[np.ndarray, np.ndarray]:
+    """The Statlog Shuttle data bundled with river: 9 integer features, an anomaly flag."""
+    import csv
+    import gzip
+
+    import river
+
+    path = Path(river.__file__).parent / "datasets" / "shuttle.csv.gz"
+    with gzip.open(path, "rt") as f:
+        rows = list(csv.reader(f))[1:]
+    data = np.array(rows, dtype=float)
+    return data[:, :9], data[:, 9].astype(int)
+
+
+def shuttle_streams(rng: np.random.Generator, stable_n: int) -> list[Stream]:
+    X, anomaly = shuttle()
+    order = rng.permutation(len(X))
+    stable = X[order[: min(stable_n, len(X))]]
+    # An injected label shift: after event 10,000 anomalies are twice as frequent.
+    normal, odd = np.flatnonzero(anomaly == 0), np.flatnonzero(anomaly == 1)
+    share = odd.size / len(X)
+    before = rng.choice(len(X), 10_000)
+    after_odd = rng.random(20_000) < 2 * share
+    after = np.where(after_odd, rng.choice(odd, 20_000), rng.choice(normal, 20_000))
+    shifted = X[np.r_[before, after]]
+    k = X.shape[1]
+    from scipy.stats import ks_2samp
+
+    # The features whose law differs between the classes: those the shift moves.
+    moved = frozenset(j for j in range(k) if ks_2samp(X[odd, j], X[normal, j]).pvalue < 1e-6)
+    return [
+        Stream("real: Shuttle, anomalies x2 after 10k", shifted, 10_000, moved),
+        Stream("real: Shuttle shuffled (stable)", stable, None, frozenset()),
+    ]
 
 
 Signals = dict[int, list[int]]  # feature -> events where the method signalled
@@ -109,41 +203,68 @@ def driftline(s: Stream) -> Signals:
     from monitor.online.pipeline import Pipeline
 
     k = s.X.shape[1]
-    kind = "categorical" if s.categorical else "numeric"
+    kinds = {f"f{j}": "categorical" if j in s.categorical else "numeric" for j in range(k)}
+    model: dict[str, Any] = {"features": kinds}
+    if s.label is not None:
+        model["task"] = "classification"
     cfg = parse_config(
         {
             "kafka": {"topic": "t"},
             "defaults": {"reference": {"warmup": REF}},
-            "models": {"m": {"features": {f"f{j}": kind for j in range(k)}}},
+            "models": {"m": model},
         },
         env={},
     )
     p = Pipeline.of(cfg)
     out: Signals = {j: [] for j in range(k)}
+    out[CONCEPT] = []
     rows = s.X.tolist()
+    cat = [j in s.categorical for j in range(k)]
     for i in range(0, len(rows), 5000):
         values = []
-        for row in rows[i : i + 5000]:
-            feats = {f"f{j}": (str(int(v)) if s.categorical else v) for j, v in enumerate(row)}
-            values.append(orjson.dumps({"model": "m", "features": feats}))
+        for n, row in enumerate(rows[i : i + 5000], start=i):
+            feats = {f"f{j}": (str(int(v)) if cat[j] else v) for j, v in enumerate(row)}
+            event: dict[str, Any] = {"model": "m", "features": feats}
+            if s.label is not None and s.prediction is not None:
+                event.update(id=n, prediction=int(s.prediction[n]), label=int(s.label[n]))
+            values.append(orjson.dumps(event))
         for a in asyncio.run(p.process(values)).alerts:
-            if a.status == "firing" and a.feature is not None and a.start_event == a.at_event:
+            if a.status != "firing" or a.start_event != a.at_event:
+                continue
+            if a.detector == "concept_drift":
+                out[CONCEPT].append(a.start_event)
+            elif a.feature is not None:
                 out[int(a.feature[1:])].append(a.start_event)
     return out
 
 
-def _river(make: Callable[[], Any]) -> Callable[[Stream], Signals]:
+def _columns(s: Stream) -> list[tuple[int, np.ndarray]]:
+    """What a per-series detector is fed: each numeric column, one 0/1 indicator per
+    category of a categorical column (all under the column's key), and the errors."""
+    out: list[tuple[int, np.ndarray]] = []
+    for j in range(s.X.shape[1]):
+        col = s.X[:, j]
+        if j in s.categorical:
+            out += [(j, (col == c).astype(float)) for c in np.unique(col[:REF])]
+        else:
+            out.append((j, col))
+    if s.errors is not None:
+        out.append((CONCEPT, s.errors))
+    return out
+
+
+def _river(make: Callable[[], Any], limit: int | None = None) -> Callable[[Stream], Signals]:
     def run(s: Stream) -> Signals:
         out: Signals = {}
-        for j in range(s.X.shape[1]):
-            det, hits = make(), []
-            for i, v in enumerate(s.X[:, j].tolist()):
+        for j, col in _columns(s):
+            det, hits = make(), out.setdefault(j, [])
+            for i, v in enumerate(col[:limit].tolist()):
                 det.update(v)
                 if det.drift_detected:
                     hits.append(i)
-            out[j] = hits
         return out
 
+    run.limit = limit  # type: ignore[attr-defined]
     return run
 
 
@@ -151,8 +272,8 @@ def psi_fixed(s: Stream, window: int = 1000, bins: int = 10) -> Signals:
     out: Signals = {}
     for j in range(s.X.shape[1]):
         ref = s.X[:REF, j]
-        if s.categorical:
-            edges = np.arange(-0.5, 5.5)
+        if j in s.categorical:
+            edges = np.r_[-np.inf, np.unique(ref)[:-1] + 0.5, np.inf]
         else:
             edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
             edges[0], edges[-1] = -np.inf, np.inf
@@ -193,7 +314,7 @@ def methods() -> dict[str, Callable[[Stream], Signals]]:
         "driftline (defaults)": driftline,
         "river ADWIN": _river(lambda: drift.ADWIN()),
         "river PageHinkley": _river(lambda: drift.PageHinkley()),
-        "river KSWIN": _river(lambda: drift.KSWIN(seed=0)),
+        "river KSWIN": _river(lambda: drift.KSWIN(seed=0), limit=KSWIN_MAX),
         "PSI > 0.2, windows of 1000": psi_fixed,
         "ks_2samp, Bonferroni": ks_bonferroni,
     }
@@ -209,20 +330,19 @@ def episodes(hits: list[int]) -> list[int]:
     return out
 
 
-def score(s: Stream, signals: Signals) -> dict[str, Any]:
-    n, k = s.X.shape
+def score(s: Stream, signals: Signals, limit: int | None = None) -> dict[str, Any]:
+    n = min(s.X.shape[0], limit or s.X.shape[0])
+    keys = list(range(s.X.shape[1])) + ([CONCEPT] if s.errors is not None else [])
     false, stable_events = 0, 0
     delay = None
-    for j in range(k):
-        eps = [e for e in episodes(signals.get(j, [])) if e >= REF]
+    for j in keys:
+        eps = [e for e in episodes(signals.get(j, [])) if REF <= e < n]
         if j in s.drifting and s.change_at is not None:
             false += sum(e < s.change_at for e in eps)
             stable_events += s.change_at - REF
-            after = [e for e in eps if e >= s.change_at]
+            after = [e - s.change_at for e in eps if e >= s.change_at]
             if after:
-                delay = (
-                    after[0] - s.change_at if delay is None else min(delay, after[0] - s.change_at)
-                )
+                delay = after[0] if delay is None else min(delay, after[0])
         else:
             false += len(eps)
             stable_events += n - REF
@@ -245,12 +365,11 @@ def main() -> None:
         for s in streams(seed, stable_n):
             shifts[s.name] = s.shift_sigma
             for name, method in methods().items():
-                if s.categorical and name.startswith("river"):
-                    continue  # river's detectors take numbers: one-hot encodings are left out
+                limit = getattr(method, "limit", None)
                 t0 = time.process_time()
                 signals = method(s)
-                cpu = (time.process_time() - t0) / s.X.size
-                r = score(s, signals)
+                cpu = (time.process_time() - t0) / s.X[:limit].size
+                r = score(s, signals, limit)
                 cell = table.setdefault(s.name, {}).setdefault(
                     name, {"delays": [], "misses": 0, "false": 0, "stable_events": 0, "cpu": []}
                 )

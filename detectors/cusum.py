@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
 
-from ._arl import cached_threshold
+from ._arl import cached_thresholds
 from ._cusum_kernel import cusum_update, rank_buckets
 from .base import (
     DriftResult,
@@ -55,6 +55,7 @@ class _Bank:
 
     arl: float
     _allow: tuple[tuple[float, ...], ...]  # allowances per channel kind
+    _saved_h: FloatArray | None = None  # thresholds restored with a state (same arl)
 
     def _calibrate(
         self,
@@ -77,6 +78,7 @@ class _Bank:
         self._n_ref = n_ref
         n_series, n_cusum = table.shape[0], len(channel)
         self._h = np.full((n_series, n_cusum), np.inf)
+        problems, where = [], []
         for s in range(n_series):
             bias = 1.0 / np.sqrt(n_ref[s])
             on = [c for c in range(n_cusum) if laws[s][channel[c]] is not None]
@@ -90,13 +92,15 @@ class _Bank:
                 values, probs = law
                 if sign[c] < 0:
                     values, probs = -values[::-1], probs[::-1]
-                self._h[s, c] = cached_threshold(
-                    np.ascontiguousarray(values).tobytes(),
-                    np.ascontiguousarray(probs).tobytes(),
-                    allowance[c],
-                    rate,
-                    bias,
-                )
+                problems.append(((values, probs), allowance[c], rate, bias))
+                where.append((s, c))
+        self._h = np.full((n_series, n_cusum), np.inf)
+        saved, self._saved_h = self._saved_h, None
+        if saved is not None and saved.shape == self._h.shape:
+            self._h[...] = saved  # computed when the state was exported, for this arl
+        elif problems:
+            rows, cols = zip(*where, strict=True)
+            self._h[list(rows), list(cols)] = cached_thresholds(problems)
         self._S = np.zeros((n_series, n_cusum))
         self._zero_at = np.zeros((n_series, n_cusum), dtype=np.int64)
         self._n_seen = np.zeros(n_series, dtype=np.int64)
@@ -161,11 +165,19 @@ class _Bank:
 
     def _export_run(self) -> State:
         return {
+            "thresholds": self._h.copy(),
+            "thresholds_for": self.arl,
             "S": self._S.copy(),
             "zero_at": self._zero_at.copy(),
             "n_seen": self._n_seen.copy(),
             "alarm_at": self._alarm_at.copy(),
         }
+
+    def _restore_thresholds(self, state: State) -> None:
+        """Use the exported thresholds when they were computed for this ``arl`` (a tuned
+        ``arl`` recomputes them): a restore then costs no calibration."""
+        if "thresholds" in state and state.get("thresholds_for") == self.arl:
+            self._saved_h = np.array(state["thresholds"], dtype=np.float64)
 
     def _load_run(self, state: State) -> None:
         self._S[...] = state["S"]
@@ -233,16 +245,21 @@ class CUSUM(_Bank):
         allowances: Sequence[float] = (0.125, 0.25, 0.5, 1.0),
         scale_allowances: Sequence[float] = (0.25, 1.0),
     ) -> None:
-        self.arl = _check_arl(arl)
-        self.allowances = _check_allowances("allowances", allowances)
-        self.scale_allowances = _check_allowances("scale_allowances", scale_allowances)
-        self._allow = (self.allowances, self.scale_allowances)
+        self._configure(arl, allowances, scale_allowances)
         ref = as_batch(reference, name="reference")
         empty = np.flatnonzero(np.isnan(ref).all(axis=0))
         if empty.size:
             raise ValueError(f"reference has no values for series {empty.tolist()}")
         self._reference = ref
         self._setup(ref)
+
+    def _configure(
+        self, arl: float, allowances: Sequence[float], scale_allowances: Sequence[float]
+    ) -> None:
+        self.arl = _check_arl(arl)
+        self.allowances = _check_allowances("allowances", allowances)
+        self.scale_allowances = _check_allowances("scale_allowances", scale_allowances)
+        self._allow = (self.allowances, self.scale_allowances)
 
     def _setup(self, ref: FloatArray) -> None:
         n_series = ref.shape[1]
@@ -326,7 +343,11 @@ class CUSUM(_Bank):
         ref = state.get("reference", reference)
         if ref is None:
             raise ValueError("this CUSUM state was exported without its reference: pass reference=")
-        det = cls(ref, **params)
+        det = cls.__new__(cls)
+        det._configure(**params)
+        det._restore_thresholds(state)
+        det._reference = as_batch(ref, name="reference")
+        det._setup(det._reference)
         det._load_run(state)
         return det
 
@@ -456,6 +477,7 @@ class CategoricalCUSUM(_Bank):
         params = check_state(state, cls.kind)
         det = blank(cls, params)
         det._allow = (tuple(params["allowances"]),)
+        det._restore_thresholds(state)
         det._setup(np.array(state["ref_counts"], dtype=np.int64))
         det._load_run(state)
         return det

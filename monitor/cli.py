@@ -211,6 +211,7 @@ def cmd_check_config(path: Path) -> int:
     config = _load(path)
     if config is None:
         return EXIT_USAGE
+    from monitor.config.kinds import describe_detector
     from monitor.config.plan import plan
     from monitor.ingest.decode import ModelSchema
     from monitor.online.reference import read_reference_file, unmonitorable
@@ -233,14 +234,15 @@ def cmd_check_config(path: Path) -> int:
             lines.append(
                 f"  model {name}: reference from file {ref.file} ({reference.n_events} events)"
             )
-        for feature in specs:
-            if feature in skipped:
-                lines.append(
-                    f"    {feature} ({specs[feature].type}): NOT monitored: {skipped[feature]}"
-                )
+        target = config.false_alert_rate(name) * 1e5
+        lines.append(f"    target: {target:g} false alerts per 100,000 events per series")
+        for series in model_plan.series:
+            kind = specs[series.name].type
+            if series.name in skipped:
+                lines.append(f"    {series.name} ({kind}): NOT monitored: {skipped[series.name]}")
                 continue
-            dets = ", ".join(config.detectors_for(name, feature))
-            lines.append(f"    {feature} ({specs[feature].type}): {dets}")
+            dets = ", ".join(describe_detector(d.kind, d.params) for d in series.detectors)
+            lines.append(f"    {series.name} ({kind}): {dets}")
     if problems:
         print(f"{path}: invalid configuration:", file=sys.stderr)
         for problem in problems:

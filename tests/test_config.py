@@ -35,8 +35,9 @@ def test_the_issue_example_is_accepted_as_written() -> None:
     assert cfg.http.port == 9108
     assert cfg.reference_for("credit-v1").warmup == 2000
     assert list(cfg.feature_specs("credit-v1")) == ["salary", "age", "elevel", "prediction"]
-    assert cfg.detectors_for("credit-v1", "salary") == ["psi", "ks", "adwin"]
-    assert cfg.detectors_for("credit-v1", "elevel") == ["categorical"]
+    assert cfg.detectors_for("credit-v1", "salary") == ["cusum", "ks", "psi"]
+    assert cfg.detectors_for("credit-v1", "elevel") == ["categorical", "categorical_cusum"]
+    assert cfg.false_alert_rate("credit-v1") == 1e-5
     assert [s.type for s in cfg.sinks] == ["webhook", "log"]
 
 

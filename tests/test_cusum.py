@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from detectors import CUSUM, CategoricalCUSUM
-from detectors._arl import arl, threshold
+from detectors._arl import arl, threshold, thresholds
 
 
 def _oracle_numeric(det: CUSUM, reference: np.ndarray, stream: np.ndarray) -> list[tuple]:
@@ -234,3 +234,39 @@ def test_parameters_are_checked() -> None:
         CategoricalCUSUM(np.zeros(100), max_channels=0)
     with pytest.raises(ValueError, match="no values"):
         CUSUM(np.full(10, np.nan))
+
+
+def test_batched_thresholds_equal_one_by_one_thresholds() -> None:
+    gauss = (norm.ppf((np.arange(500) + 0.5) / 500), np.full(500, 2e-3))
+    p = 0.2
+    sd = np.sqrt(p * (1 - p))
+    coin = (np.array([-p / sd, (1 - p) / sd]), np.array([1 - p, p]))
+    problems = [(gauss, k, 1e-6, 0.03) for k in (0.25, 0.5, 1.0)]
+    problems += [(coin, k, 1e-6, 0.02) for k in (0.125, 0.25, 0.5)]
+    batched = thresholds(problems)
+    alone = [threshold(*pr) for pr in problems]
+    assert batched == pytest.approx(alone, rel=5e-3)
+
+
+def test_a_restored_bank_reuses_its_thresholds_unless_its_arl_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(8)
+    det = CUSUM(rng.poisson(4.0, 1500).astype(float), arl=50_000)
+    det.update(rng.poisson(4.0, 700).astype(float))
+    state = det.export_state(include_reference=False)
+    from detectors import cusum as module
+
+    def no_calibration(*_a: object) -> None:
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr(module, "cached_thresholds", no_calibration)
+    reference = np.random.default_rng(8).poisson(4.0, 1500).astype(float)
+    back = CUSUM.from_state(state, reference=reference)
+    assert np.array_equal(back.thresholds, det.thresholds)
+    monkeypatch.undo()
+    tuned = CUSUM.from_state({**state, "params": {**state["params"], "arl": 5_000}}, reference)
+    assert (
+        tuned.thresholds[np.isfinite(tuned.thresholds)]
+        < det.thresholds[np.isfinite(det.thresholds)]
+    ).all()

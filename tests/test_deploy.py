@@ -185,4 +185,4 @@ def test_the_image_build_warms_every_kernel() -> None:
         [sys.executable, "-m", "detectors.warmup"], capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr
-    assert "adwin, adwin-parallel, categorical, ks, psi" in out.stdout
+    assert "adwin, adwin-parallel, categorical, categorical_cusum, cusum, ks, psi" in out.stdout

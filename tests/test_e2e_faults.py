@@ -119,7 +119,11 @@ def test_poison_records_are_dead_lettered_once_and_never_read_again_after_a_rest
     config = write_config(tmp_path, doc)
 
     with cli(config):
-        s = wait_status(port, lambda s: s["models"]["credit-v1"]["events"] == 3002)
+        # The dead letters go out beside the batch that read them: wait for both.
+        s = wait_status(
+            port,
+            lambda s: s["models"]["credit-v1"]["events"] == 3002 and s["dead_letters"]["sent"],
+        )
         assert s["dead_letters"]["sent"] == {"bad_json": 3}
         assert s["models"]["credit-v1"]["series"]["salary"]["out_of_range"] == 1
         assert s["models"]["credit-v1"]["last_event_ts"] < 2e9  # never year 55,000

@@ -248,7 +248,8 @@ def test_probes_and_status(broker: EmbeddedBroker, topic: str) -> None:
     model = status["models"]["credit-v1"]
     assert model["events"] == 1500 and model["reference"]["ready"] is True
     salary = model["series"]["salary"]["detectors"]
-    assert set(salary) == {"psi", "ks", "adwin"}
+    assert set(salary) == {"cusum", "ks", "psi"}
+    assert set(model["series"]["elevel"]["detectors"]) == {"categorical", "categorical_cusum"}
     assert salary["ks"]["window_size"] == 500 and salary["ks"]["reference_size"] == 1000
     assert status["kafka"]["connected"] is True and status["kafka"]["assignment"] == [f"{topic}/0"]
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,3 +210,26 @@ def test_the_learner_is_checkpointed_with_its_partition_and_continues_exactly(
     assert [a.get("learned") for a in whole[:-1]] == [6000] * len(probes)
     assert resumed[-1] == whole[-1]
     assert resumed == whole  # same model, same probabilities, same count of pairs learned
+
+
+def test_stopping_a_learner_with_a_backlog_it_never_read_does_not_block_exit(
+    tmp_path: Path,
+) -> None:
+    """The learner process is stopped (terminated) while megabytes it never read wait in
+    its pipe: the parent must still exit at once (it used to hang at exit, its queue's
+    feeder thread writing into a pipe nobody read)."""
+    script = tmp_path / "backlog.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from monitor.online.learner import OnlineLearner\n"
+        "learner = OnlineLearner('logistic_regression', 'classification', {},\n"
+        "    numeric=['x'], categorical=[], queue_size=10**9)\n"
+        "learner.start()\n"
+        "for _ in range(40):  # far more than it learns before it is stopped\n"
+        "    learner.submit((np.zeros((20_000, 1)), [()] * 20_000, [True] * 20_000))\n"
+        "learner.stop(timeout=0.5)\n"
+        "print('stopped')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped"

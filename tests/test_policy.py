@@ -19,7 +19,14 @@ def config(**alerting: object) -> Config:
     return parse_config(
         {
             "kafka": {"topic": "p"},
-            "defaults": {"reference": {"warmup": 1000}},
+            # The policy is tested on the detectors it was written against, at thresholds
+            # near their former defaults (alpha 1e-5 per check, ADWIN delta 2e-4).
+            "defaults": {
+                "reference": {"warmup": 1000},
+                "detectors": ["psi", "ks", "adwin"],
+                "false_alerts_per_100k_events": 0.03,
+                "params": {"adwin": {"delta": 2e-4}},
+            },
             "alerting": {"resolve_after_events": 2000, "cooldown_events": 1000, **alerting},
             "models": {
                 "m": {

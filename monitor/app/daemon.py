@@ -49,6 +49,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from detectors.warmup import warm
 from monitor.app.health import Health, Restartable
 from monitor.app.loop import BatchLoop
 from monitor.app.ownership import PartitionOwner
@@ -243,6 +244,7 @@ class Daemon:
                         "firing alerts"
                     )
                 self.ready = True
+                await self._run_worker(warm, False)  # kernels loaded before any rebalance
                 if not await self._connect(stack):
                     return self.exit_code
                 health = asyncio.create_task(self.health.watch(), name="health")

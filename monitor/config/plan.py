@@ -8,7 +8,14 @@ configuration.
 ...     "models": {"m": {"features": {"x": "numeric", "c": "categorical"}}}}, env={})
 >>> p = plan(cfg)["m"]
 >>> [(s.name, [d.kind for d in s.detectors]) for s in p.series]
-[('x', ['psi', 'ks', 'adwin']), ('c', ['categorical'])]
+[('x', ['cusum', 'ks', 'psi']), ('c', ['categorical', 'categorical_cusum'])]
+
+Thresholds follow the false-alert target: each of a series' detectors may spend an equal
+share of it (here 1 per 100,000 events shared by three).
+
+>>> x = p.series[0]
+>>> round(x.detectors[0].params.arl), round(x.detectors[1].params.alpha, 8)
+(300000, 0.00033333)
 """
 
 from __future__ import annotations
@@ -102,15 +109,19 @@ def plan(config: Config) -> dict[str, ModelPlan]:
     for name, m in config.models.items():
         specs = config.feature_specs(name)
         series = []
+        kinds = registry()
         for feature, spec in specs.items():
             params = config.params_for(name, feature)
+            names = config.detectors_for(name, feature)
+            # The series' share of the target, split evenly among its detectors.
+            rate = config.false_alert_rate(name) / max(1, len(names))
             series.append(
                 SeriesPlan(
                     feature,
                     spec.type,
                     tuple(
-                        DetectorPlan(kind, params.of(kind))
-                        for kind in config.detectors_for(name, feature)
+                        DetectorPlan(kind, kinds[kind].calibrated(params.of(kind), rate))
+                        for kind in names
                     ),
                     params.outlier_fence_iqr if spec.type == "numeric" else None,
                 )

@@ -64,10 +64,8 @@ class DetectorParamsBase(Strict):
     """Parameters per detector kind (one block per kind of :mod:`monitor.config.kinds`, plus
     ``outliers``). In overrides, only the keys given replace the defaults.
 
-    The daemon's significance levels (1e-5 per check; ADWIN delta 2e-4) are far below
-    the detectors' own defaults: a daemon checks every series every ``stride`` events, for
-    days. Measured on a stable stream of 100,000 events x 10 features: 11 false episodes at
-    1e-3, 1 at 1e-4, none at 1e-5, while strong shifts are still caught within one stride.
+    Thresholds (``alpha``, ``delta``, ``arl``) are left unset: they follow from the false
+    alert target (``false_alerts_per_100k_events``); a value set here overrides it.
     """
 
     def of(self, kind: str) -> Any:
@@ -193,6 +191,7 @@ class ModelConfig(Strict):
     reference: ReferenceSpec | None = None
     detectors: DetectorList | None = None
     params: DetectorParams | None = None  # type: ignore[valid-type]
+    false_alerts_per_100k_events: float | None = Field(None, gt=0, le=10_000)
 
     @field_validator("features")
     @classmethod
@@ -204,14 +203,20 @@ class ModelConfig(Strict):
         return features
 
 
+DEFAULT_DETECTORS = ("cusum", "ks", "psi", "categorical", "categorical_cusum")
+
+
 def _default_detectors() -> list[str]:
-    return ["psi", "ks", "adwin"]
+    return list(DEFAULT_DETECTORS)
 
 
 class Defaults(Strict):
     reference: ReferenceSpec = ReferenceSpec(warmup=2000)
     detectors: DetectorList = Field(default_factory=_default_detectors)
     params: DetectorParams = DetectorParams()  # type: ignore[valid-type]
+    # The false-alarm target every detector's threshold follows: false alerts per series
+    # per 100,000 of its events under no drift, shared among the series' detectors.
+    false_alerts_per_100k_events: float = Field(1.0, gt=0, le=10_000)
 
 
 # -- alerting ----------------------------------------------------------------------------
@@ -388,16 +393,21 @@ class Config(Strict):
 
     def detectors_for(self, model: str, feature: str) -> list[str]:
         """Detectors run on a series: the feature's list, else the model's, else the
-        defaults, keeping the kinds that watch its type (categorical series get the
-        categorical test unless their own list names others)."""
+        defaults, keeping the kinds that watch its type; a categorical series whose list
+        names no categorical kind gets the default ones."""
         spec = self.feature_specs(model)[feature]
         kinds = registry()
-        if spec.type == "categorical":
-            named = [d for d in spec.detectors or [] if kinds[d].series == "categorical"]
-            return named or ["categorical"]
         m = self.models[model]
         names = spec.detectors or m.detectors or self.defaults.detectors
-        return [d for d in names if kinds[d].series == "numeric"]
+        mine = [d for d in names if kinds[d].series == spec.type]
+        if spec.type == "categorical" and not mine:
+            mine = [d for d in DEFAULT_DETECTORS if kinds[d].series == "categorical"]
+        return mine
+
+    def false_alert_rate(self, model: str) -> float:
+        """The target as false alerts per event per series."""
+        own = self.models[model].false_alerts_per_100k_events
+        return (own if own is not None else self.defaults.false_alerts_per_100k_events) / 1e5
 
     def params_for(self, model: str, feature: str) -> DetectorParamsBase:
         """Defaults, then the model's overrides, then the feature's."""

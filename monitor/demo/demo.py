@@ -151,12 +151,13 @@ def _view(
         (f"status page: {http}/ui   metrics: {http}/metrics", "dim"),
     )
     table = Table(expand=False, title="scores at the latest check (score / threshold)")
-    for col in ("series", "KS", "PSI", "ADWIN", "categorical"):
-        table.add_column(col)
     status = {(s.name, d.detector): d for s in mon.series for d in s.detectors}
+    kinds = list(dict.fromkeys(d for _, d in status))  # in the order the series run them
+    for col in ("series", *kinds):
+        table.add_column(col)
     for name in [*NUMERIC, "prediction", *CATEGORICAL]:
         cells = []
-        for det in ("ks", "psi", "adwin", "categorical"):
+        for det in kinds:
             st = status.get((name, det))
             if st is None or not np.isfinite(st.score):
                 cells.append(Text("-", style="dim"))

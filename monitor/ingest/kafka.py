@@ -39,6 +39,7 @@ from monitor.ingest.source import TP, Offsets, Ownership, Record, Resume, finger
 
 log = logging.getLogger("driftline.kafka")
 
+END_GRACE_S = 10.0  # how long a log must read as ending before a start to count as cut
 RESET_REASONS = ("before_log_start", "after_log_end", "log_replaced", "moved_back")
 
 
@@ -87,6 +88,7 @@ class KafkaSource:
         # Partitions sought to a definite start, until a record from there arrives.
         self._expect: dict[TP, Resume] = {}
         self._checked: dict[TP, float] = {}  # when each start was last checked
+        self._beyond_since: dict[TP, float] = {}  # when a start first read as past the end
 
     async def start(self, ownership: Ownership) -> None:
         c = self.config
@@ -131,6 +133,7 @@ class KafkaSource:
                     await self._moved(tp, want)  # fetched from elsewhere: check, re-seek
                     continue
                 del self._expect[key]
+                self._beyond_since.pop(key, None)
                 log.debug("%s/%d: started at %d as sought", tp.topic, tp.partition, msgs[0].offset)
                 if want.fingerprint is not None:
                     seen = _record(msgs[0])
@@ -200,9 +203,15 @@ class KafkaSource:
                 begin - want.offset,
                 begin,
             )
-            self._start_at(tp, begin)
+            self.seek((tp.topic, tp.partition), Resume(begin))
         elif _beyond(want, end):
-            await self._reset(tp, "after_log_end", want.offset, end)
+            # A broker's end offset can trail its log for seconds (Tansu under load): seek
+            # again until the end has read below the start for END_GRACE_S.
+            since = self._beyond_since.setdefault((tp.topic, tp.partition), time.monotonic())
+            if time.monotonic() - since >= END_GRACE_S:
+                await self._reset(tp, "after_log_end", want.offset, end)
+            else:
+                consumer.seek(tp, target)
         else:
             log.debug(
                 "%s/%d: re-seeking to %d (the log spans %d-%d)",
@@ -253,18 +262,13 @@ class KafkaSource:
             to,
             self.config.auto_offset_reset,
         )
-        self._start_at(tp, to)
-
-    def _start_at(self, tp: TopicPartition, offset: int) -> None:
-        assert self.consumer is not None
-        self._expect[(tp.topic, tp.partition)] = Resume(offset)
-        self._checked.pop((tp.topic, tp.partition), None)
-        self.consumer.seek(tp, offset)
+        self.seek((tp.topic, tp.partition), Resume(to))
 
     def seek(self, tp: TP, resume: Resume) -> None:
         assert self.consumer is not None
         self._expect[tp] = resume
         self._checked.pop(tp, None)
+        self._beyond_since.pop(tp, None)
         target = resume.offset - 1 if resume.fingerprint is not None else resume.offset
         self.consumer.seek(TopicPartition(*tp), target)
 

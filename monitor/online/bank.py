@@ -123,6 +123,9 @@ def codes_of(values: list[str | None], vocab: dict[str, int]) -> np.ndarray:
     return np.array([np.nan if v is None else vocab.get(v, -1) for v in values], dtype=np.float64)
 
 
+DEFAULT_MAX_CATEGORIES = 1000  # a categorical series' vocabulary cap when no kind sets one
+
+
 class DetectorBank:
     """The detectors of one model, built from its plan and reference; ``states`` (from
     :meth:`export_state`) restores them instead of starting afresh."""
@@ -150,10 +153,8 @@ class DetectorBank:
         self.layout = [
             [kind, [schema.numeric[c] for c in cols]] for (kind, _), (_, cols) in buckets.items()
         ]
-        self.layout += [
-            [specs[schema.categorical[j]].detectors[0].kind, [schema.categorical[j]]]
-            for j in cat_ok
-        ]
+        cat_groups = [(j, d) for j in cat_ok for d in specs[schema.categorical[j]].detectors]
+        self.layout += [[d.kind, [schema.categorical[j]]] for j, d in cat_groups]
         states = list(saved["detectors"]) if saved is not None else None
         if saved is not None and saved.get("layout", self.layout) != self.layout:
             # Tunable parameters changed so that series share detectors differently: the
@@ -164,7 +165,7 @@ class DetectorBank:
                 plan.name,
             )
             states = None
-        if states is not None and len(states) != len(buckets) + len(cat_ok):
+        if states is not None and len(states) != len(buckets) + len(cat_groups):
             raise CheckpointError("the saved detectors do not fit this model's plan")
 
         def make(kind: str, params: Any, ref: np.ndarray) -> Detector:
@@ -181,22 +182,25 @@ class DetectorBank:
             idx = np.array(cols, dtype=np.int64)
             det = make(kind, params, reference.numeric[:, idx])
             self.groups.append(Group(kind, idx, [schema.numeric[c] for c in cols], det))
-        for j in cat_ok:
-            name = schema.categorical[j]
-            d = specs[name].detectors[0]
-            vocab = reference.vocabulary(j, d.params.max_categories)
+        vocabs: dict[int, dict[str, int]] = {}
+        for j in cat_ok:  # one vocabulary per series, shared by its detectors
+            caps = [
+                getattr(d.params, "max_categories", 0)
+                for d in specs[schema.categorical[j]].detectors
+            ]
+            vocabs[j] = reference.vocabulary(j, max(caps) or DEFAULT_MAX_CATEGORIES)
+        for j, d in cat_groups:
+            name, vocab = schema.categorical[j], vocabs[j]
             det = make(d.kind, d.params, codes_of(reference.categorical[j], vocab))
             self.groups.append(Group(d.kind, np.array([j]), [name], det, vocab))
         self.ref_summary: dict[str, Any] = {}
         for j, n in enumerate(schema.numeric):
             self.ref_summary[n] = summarize_numeric(reference.numeric[:, j])
-        for g in self.groups:
-            if g.vocab is not None:
-                j = int(g.columns[0])
-                self.ref_summary[g.names[0]] = summarize_codes(
-                    codes_of(reference.categorical[j], g.vocab), g.vocab
-                )
-        self.vocabs = {g.names[0]: g.vocab for g in self.groups if g.vocab is not None}
+        for j, vocab in vocabs.items():
+            self.ref_summary[schema.categorical[j]] = summarize_codes(
+                codes_of(reference.categorical[j], vocab), vocab
+            )
+        self.vocabs = {schema.categorical[j]: vocab for j, vocab in vocabs.items()}
         bounds = [
             fences(reference.numeric[:, j], specs[n].fence_iqr)
             for j, n in enumerate(schema.numeric)
@@ -229,16 +233,17 @@ class DetectorBank:
             out = (numeric < self.fence_lo) | (numeric > self.fence_hi)
         self.outliers += out.sum(axis=0)
         clipped = np.clip(numeric, self.fence_lo, self.fence_hi) if out.any() else numeric
+        for name, vocab in self.vocabs.items():
+            j = self.schema.categorical.index(name)
+            cat_codes[:, j] = codes_of(batch.categorical[j], vocab)
+            self.unseen[j] += int(np.count_nonzero(cat_codes[:, j] == -1))
         for g in self.groups:
             if g.vocab is None:
                 # ADWIN averages values: it sees outliers at the fence; the rank-based
                 # tests see every value as it is.
                 X = (clipped if g.detector == "adwin" else numeric)[:, g.columns]
             else:
-                j = int(g.columns[0])
-                X = codes_of(batch.categorical[j], g.vocab)
-                cat_codes[:, j] = X
-                self.unseen[j] += int(np.count_nonzero(X == -1))
+                X = cat_codes[:, g.columns]
             result = g.det.update(X)
             g.last = result
             for s, name in enumerate(g.names):

@@ -358,6 +358,14 @@ class LearnerProcess:
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()  # it ignored SIGTERM (stopped, or stuck in native code)
+            self.process.join(timeout)
+        # Whatever the process did not read is dropped: a queue's feeder thread would
+        # otherwise block this process's exit, writing into a pipe nobody reads.
+        for q in (self._inbox, self._requests):
+            q.cancel_join_thread()
+            q.close()
         if self._reader is not None:
             self._reader.join(timeout)
         self.wake_all()

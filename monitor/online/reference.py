@@ -117,9 +117,7 @@ class Reference:
         if missing:
             raise ValueError(f"lacks series {missing}; rebuild it for this configuration")
         categorical = [list(series[n]["values"]) for n in schema.categorical]
-        rows = (
-            len(series[schema.numeric[0]]["values"]) if schema.numeric else len(categorical[0])
-        )
+        rows = len(series[schema.numeric[0]]["values"]) if schema.numeric else len(categorical[0])
         numeric = np.array(
             [
                 [np.nan if v is None else float(v) for v in series[n]["values"]]
