@@ -194,6 +194,30 @@ def _law(scores: FloatArray, mass: FloatArray) -> tuple[FloatArray, FloatArray]:
     return values, probs / probs.sum()
 
 
+def _predictive_mass(
+    col: FloatArray, uniq: FloatArray, support: FloatArray, n_support: IntArray
+) -> FloatArray:
+    """The law of a *new* value's bucket under no change, as the next of ``n + 1``
+    exchangeable values: a repeated reference value (an atom of ``c`` copies) is hit with
+    probability about ``c / (n + 1)``; each gap next to a value seen once, and the two gaps
+    beyond the reference's range, with ``1 / (n + 1)`` (for continuous data: the new value's
+    rank is uniform on ``0..n``, so it can be more extreme than any reference value). With
+    support points on a quantile grid (large references), the reference's own buckets."""
+    n, m = col.size, uniq.size
+    if m < np.unique(col).size:  # a quantile grid: values fall between its points
+        buckets = np.empty((1, n), dtype=np.int64)
+        rank_buckets(col[None, :], support, n_support, buckets)
+        return np.bincount(buckets[0], minlength=2 * m + 1).astype(np.float64) / n
+    count = np.searchsorted(col, uniq, side="right") - np.searchsorted(col, uniq, side="left")
+    mass = np.zeros(2 * m + 1)
+    mass[1::2] = np.where(count > 1, count, 0)
+    single = count == 1
+    mass[0:-1:2] += single  # the gap below each value seen once ...
+    mass[2::2] = np.maximum(mass[2::2], single)  # ... and above it (each gap once)
+    mass[0] = mass[-1] = 1.0
+    return mass / mass.sum()
+
+
 class CUSUM(_Bank):
     r"""Distribution-free CUSUMs on reference ranks, calibrated to a false-alarm rate.
 
@@ -288,11 +312,7 @@ class CUSUM(_Bank):
             u[0::2] = ((below + above) / 2 + 0.5) / (n + 1)
             u[1::2] = (less + count / 2 + 0.5) / (n + 1)
             z = ndtri(u)
-            buckets = np.empty((1, n), dtype=np.int64)
-            rank_buckets(
-                col[None, :], self._support[s : s + 1], self._n_support[s : s + 1], buckets
-            )
-            mass = np.bincount(buckets[0], minlength=2 * m + 1).astype(np.float64) / n
+            mass = _predictive_mass(col, uniq, self._support[s : s + 1], self._n_support[s : s + 1])
             row: list[tuple[FloatArray, FloatArray] | None] = []
             for ch, score in enumerate((z, z * z)):
                 mean = float(mass @ score)

@@ -120,9 +120,9 @@ def test_check_config_opens_every_reference_file_and_lists_what_is_not_monitored
     assert ok.returncode == 0, ok.stderr
     assert "salary (numeric): NOT monitored: only 0 usable reference values of 100" in ok.stdout
     assert (
-        "age (numeric): cusum (arl 300,000), ks (alpha 0.00033), psi (alpha 0.00033)" in ok.stdout
+        "age (numeric): cusum (arl 3,000,000), ks (alpha 3.3e-05), psi (alpha 3.3e-05)" in ok.stdout
     )
-    assert "target: 1 false alerts per 100,000 events per series" in ok.stdout
+    assert "target: 0.1 false alerts per 100,000 events per series" in ok.stdout
     assert "warning: 1 configured series will not be monitored" in ok.stdout
 
 

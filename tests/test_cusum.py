@@ -23,9 +23,24 @@ def _oracle_numeric(det: CUSUM, reference: np.ndarray, stream: np.ndarray) -> li
         less, equal = np.count_nonzero(ref < x), np.count_nonzero(ref == x)
         return float(norm.ppf((less + equal / 2 + 0.5) / (n + 1)))
 
-    own = np.array([z(x) for x in ref])
-    loc = (own.mean(), own.std())
-    scale = ((own**2).mean(), (own**2).std())
+    # The law of a new value's score: ties with a repeated value in proportion to its
+    # copies, and each gap next to a value seen once (and beyond the range) 1 / (n + 1).
+    values, copies = np.unique(ref, return_counts=True)
+    scores, weights = [], []
+    for v, c in zip(values, copies, strict=True):
+        if c > 1:
+            scores.append(z(v))
+            weights.append(c)
+    gaps = np.r_[values[0] - 1, (values[:-1] + values[1:]) / 2, values[-1] + 1]
+    for g, x in enumerate(gaps):
+        beside_single = (g > 0 and copies[g - 1] == 1) or (g < len(values) and copies[g] == 1)
+        if g in (0, len(values)) or beside_single:
+            scores.append(z(x))
+            weights.append(1)
+    w = np.array(weights) / sum(weights)
+    s = np.array(scores)
+    loc = (w @ s, np.sqrt(w @ (s - w @ s) ** 2))
+    scale = (w @ s**2, np.sqrt(w @ (s**2 - w @ s**2) ** 2))
     h = det.thresholds[0]
     cusums = []
     for k in det.allowances:
@@ -202,10 +217,11 @@ def test_small_references_switch_off_allowances_they_cannot_calibrate() -> None:
     assert np.isfinite(large.thresholds[0, :8]).all()
 
 
-def test_a_constant_reference_leaves_the_rank_cusums_off() -> None:
+def test_a_constant_reference_stays_quiet_until_the_value_moves() -> None:
+    """A flag that was always 0: more zeros raise nothing, a run of ones is a change."""
     det = CUSUM(np.zeros(500), arl=1e5)
-    assert np.isinf(det.thresholds).all()
-    assert det.update(np.r_[np.zeros(100), np.ones(100)]).detections[0].size == 0
+    assert det.update(np.zeros(50_000)).detections[0].size == 0
+    assert 0 < det.update(np.ones(200)).detections[0][0] < 50
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ configuration.
 [('x', ['cusum', 'ks', 'psi']), ('c', ['categorical', 'categorical_cusum'])]
 
 Thresholds follow the false-alert target: each of a series' detectors may spend an equal
-share of it (here 1 per 100,000 events shared by three).
+share of it (here the default, 0.1 per 100,000 events, shared by three).
 
 >>> x = p.series[0]
 >>> round(x.detectors[0].params.arl), round(x.detectors[1].params.alpha, 8)
-(300000, 0.00033333)
+(3000000, 3.333e-05)
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ class Defaults(Strict):
     params: DetectorParams = DetectorParams()  # type: ignore[valid-type]
     # The false-alarm target every detector's threshold follows: false alerts per series
     # per 100,000 of its events under no drift, shared among the series' detectors.
-    false_alerts_per_100k_events: float = Field(1.0, gt=0, le=10_000)
+    false_alerts_per_100k_events: float = Field(0.1, gt=0, le=10_000)
 
 
 # -- alerting ----------------------------------------------------------------------------
