@@ -215,7 +215,8 @@ def _predictive_mass(
     mass[0:-1:2] += single  # the gap below each value seen once ...
     mass[2::2] = np.maximum(mass[2::2], single)  # ... and above it (each gap once)
     mass[0] = mass[-1] = 1.0
-    return mass / mass.sum()
+    out: FloatArray = mass / mass.sum()
+    return out
 
 
 class CUSUM(_Bank):
