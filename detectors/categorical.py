@@ -42,6 +42,29 @@ def as_codes(X: npt.ArrayLike, n_categories: int, name: str = "codes") -> IntArr
     return codes
 
 
+def reference_counts(
+    reference_codes: npt.ArrayLike, n_categories: int | None
+) -> tuple[int, IntArray]:
+    """``(n_categories, counts)`` of reference codes: per series, the count of each code
+    and, last, of the unseen bucket. ``n_categories`` defaults to the largest code + 1."""
+    ref = as_batch(reference_codes, name="reference_codes")
+    finite = ref[~np.isnan(ref)]
+    if n_categories is None:
+        if finite.size == 0 or finite.max() < 0:
+            raise ValueError("reference_codes has no valid (non-negative) code")
+        n_categories = int(finite.max()) + 1
+    n = check_positive_int("n_categories", n_categories)
+    codes = as_codes(ref, n, name="reference_codes")
+    counts = np.zeros((codes.shape[1], n + 1), dtype=np.int64)
+    for s in range(codes.shape[1]):
+        col = codes[:, s]
+        counts[s] = np.bincount(col[col >= 0], minlength=n + 1)
+    empty = np.flatnonzero(counts.sum(axis=1) == 0)
+    if empty.size:
+        raise ValueError(f"reference_codes has no values for series {empty.tolist()}")
+    return n, counts
+
+
 class CategoricalDrift:
     r"""Category frequencies in a sliding window vs a reference, one test per series.
 
@@ -91,22 +114,7 @@ class CategoricalDrift:
             "stride", max(1, self.window // 10) if stride is None else stride
         )
         self.alpha = check_probability("alpha", alpha)
-        ref = as_batch(reference_codes, name="reference_codes")
-        finite = ref[~np.isnan(ref)]
-        if n_categories is None:
-            if finite.size == 0 or finite.max() < 0:
-                raise ValueError("reference_codes has no valid (non-negative) code")
-            n_categories = int(finite.max()) + 1
-        self.n_categories = check_positive_int("n_categories", n_categories)
-        codes = as_codes(ref, self.n_categories, name="reference_codes")
-        n_series = codes.shape[1]
-        counts = np.zeros((n_series, self.n_categories + 1), dtype=np.int64)
-        for s in range(n_series):
-            col = codes[:, s]
-            counts[s] = np.bincount(col[col >= 0], minlength=self.n_categories + 1)
-        empty = np.flatnonzero(counts.sum(axis=1) == 0)
-        if empty.size:
-            raise ValueError(f"reference_codes has no values for series {empty.tolist()}")
+        self.n_categories, counts = reference_counts(reference_codes, n_categories)
         self._setup(counts)
 
     def _setup(self, ref_counts: IntArray) -> None:

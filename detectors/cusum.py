@@ -24,7 +24,7 @@ from .base import (
     state_header,
     values_where,
 )
-from .categorical import as_codes
+from .categorical import as_codes, reference_counts
 
 BIAS_GUARD = 3.0  # allowances must exceed this many standard errors of the reference
 MAX_SUPPORT = 4096  # support points kept per numeric series (ranks to 1/4096 beyond that)
@@ -419,19 +419,7 @@ class CategoricalCUSUM(_Bank):
         if not 0.0 < float(min_share) < 0.5:
             raise ValueError(f"min_share must be in (0, 0.5), got {min_share!r}")
         self.max_channels, self.min_share = max_channels, float(min_share)
-        ref = as_batch(reference_codes, name="reference_codes")
-        finite = ref[~np.isnan(ref)]
-        if n_categories is None:
-            if finite.size == 0 or finite.max() < 0:
-                raise ValueError("reference_codes has no valid (non-negative) code")
-            n_categories = int(finite.max()) + 1
-        self.n_categories = int(n_categories)
-        codes = as_codes(ref, self.n_categories, name="reference_codes")
-        counts = np.stack(
-            [np.bincount(c[c >= 0], minlength=self.n_categories + 1) for c in codes.T]
-        )
-        if (counts.sum(axis=1) == 0).any():
-            raise ValueError("reference_codes has a series with no values")
+        self.n_categories, counts = reference_counts(reference_codes, n_categories)
         self._setup(counts)
 
     def _setup(self, counts: IntArray) -> None:

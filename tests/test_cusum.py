@@ -280,6 +280,11 @@ def test_a_restored_bank_reuses_its_thresholds_unless_its_arl_changed(
     reference = np.random.default_rng(8).poisson(4.0, 1500).astype(float)
     back = CUSUM.from_state(state, reference=reference)
     assert np.array_equal(back.thresholds, det.thresholds)
+    from monitor.config.kinds import CUSUMParams, registry
+
+    params = CUSUMParams(arl=50_000)  # the daemon's restore path: no calibration either
+    again = registry()["cusum"].rebuild(state, params, reference[:, None])
+    assert np.array_equal(again.thresholds, det.thresholds)  # type: ignore[attr-defined]
     monkeypatch.undo()
     tuned = CUSUM.from_state({**state, "params": {**state["params"], "arl": 5_000}}, reference)
     assert (

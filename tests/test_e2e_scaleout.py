@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -56,6 +56,8 @@ def produce(bootstrap: str, topic: str, lo: int, hi: int) -> None:
 
 
 class Instance:
+    running: ClassVar[list[Instance]] = []  # every instance started, stopped at the end
+
     def __init__(self, doc: dict[str, Any], tmp: Path) -> None:
         self.port = free_port()
         doc = json.loads(json.dumps(doc))
@@ -63,6 +65,7 @@ class Instance:
         tmp.mkdir(parents=True, exist_ok=True)
         self.log = tmp / "run.log"
         self.proc: subprocess.Popen[bytes] = start_cli(write_config(tmp, doc))
+        Instance.running.append(self)
 
     def status(self) -> dict[str, Any]:
         code, body = get(self.port, "/status")
@@ -167,6 +170,11 @@ def test_two_instances_split_the_partitions_and_one_takes_over_when_the_other_di
         ref.wait(lambda s: set(events_of(s).values()) == {N} and len(events_of(s)) == MODELS)
         ref.stop()
     finally:
+        for inst in Instance.running:
+            if inst.proc.poll() is None:
+                inst.proc.kill()  # a failed step leaves no daemon running
+                inst.proc.wait(30)
+        Instance.running.clear()
         hook.stop()
         ref_hook.stop()
 

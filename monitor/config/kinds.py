@@ -178,6 +178,14 @@ def _categorical_cusum(p: CategoricalCUSUMParams, codes: np.ndarray) -> Detector
     return CategoricalCUSUM(codes, n_categories=_n_categories(codes), **p.model_dump())
 
 
+def _restore_cusum(state: State, p: CUSUMParams, ref: np.ndarray) -> Detector:
+    return CUSUM.from_state(state, reference=ref)  # its thresholds come with the state
+
+
+def _restore_categorical_cusum(state: State, p: Any, codes: np.ndarray) -> Detector:
+    return CategoricalCUSUM.from_state(state)
+
+
 def _per_check(p: Any, rate: float) -> float:
     """A test checked every ``stride`` events may spend ``rate * stride`` per check (the
     expected false alerts add up over checks, however correlated the checks are)."""
@@ -191,6 +199,7 @@ BUILTIN = (
         "numeric",
         CUSUMParams,
         _cusum,
+        restore=_restore_cusum,
         tunable=frozenset({"arl"}),
         rate_param="arl",
         from_rate=lambda p, rate: 1.0 / rate,
@@ -238,6 +247,7 @@ BUILTIN = (
         "categorical",
         CategoricalCUSUMParams,
         _categorical_cusum,
+        restore=_restore_categorical_cusum,
         tunable=frozenset({"arl"}),
         rate_param="arl",
         from_rate=lambda p, rate: 1.0 / rate,
