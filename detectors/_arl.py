@@ -60,37 +60,12 @@ def compact(law: Law, points: int = MAX_SUPPORT) -> Law:
 
 
 def _run_lengths(law: Law, k: float, h: float, offsets: FloatArray, cells: int) -> FloatArray:
-    """ARL from a restart for each mean offset.
-
-    The statistic is kept on the grid ``0, w, ..., h`` (``w = h / cells``); a step from
-    node ``i`` to a point between two nodes splits its probability between them in
-    proportion to the distance (linear interpolation of the run-length function), which
-    stays accurate for lattice laws (coins, counts) where rounding to cell midpoints
-    would not. Steps beyond ``h`` are alarms, steps at or below 0 restart at node 0.
-    """
+    """ARL from a restart for each mean offset, for one CUSUM (see :func:`_batch_runs`)."""
     values, probs = law
-    n = cells + 1
-    w = h / cells
-    nodes = np.arange(n) * w
-    rows = np.repeat(np.arange(n), len(values))
-    weights = np.tile(probs, n)
-    out = np.full(len(offsets), np.inf)  # no step goes up: the statistic never leaves 0
-    live = [o for o, off in enumerate(offsets) if values[-1] - k + off > 0]
-    if not live:
-        return out
-    A = np.zeros((len(live), n * n))
-    for i, o in enumerate(live):
-        t = (nodes[:, None] + (values - k + offsets[o])[None, :]).ravel()
-        keep = t <= h
-        pos = np.clip(t[keep], 0.0, h) / w
-        j = np.minimum(pos.astype(np.int64), cells - 1)
-        frac = pos - j
-        cell = rows[keep] * n + j
-        p = weights[keep]
-        A[i] = np.bincount(cell, p * (1.0 - frac), minlength=n * n)
-        A[i] += np.bincount(cell + 1, p * frac, minlength=n * n)
-    system = np.eye(n) - A.reshape(len(live), n, n)
-    out[live] = np.linalg.solve(system, np.ones((len(live), n, 1)))[:, 0, 0]
+    runs = _batch_runs(
+        values[None, :], probs[None, :], np.array([k]), np.array([h]), offsets[None, :], cells
+    )
+    out: FloatArray = runs[0]
     return out
 
 
@@ -143,18 +118,24 @@ _CACHE_MAX = 65_536
 BATCH_SUPPORT = 64  # support points per law in a batch (mass-preserving, see compact)
 
 
-def _batch_excess(
+def _batch_runs(
     values: FloatArray,
     probs: FloatArray,
     k: FloatArray,
     h: FloatArray,
     offsets: FloatArray,
-    weights: FloatArray,
-    log_rate: FloatArray,
     cells: int,
 ) -> FloatArray:
-    """``log(averaged false-alarm rate) - log(target)`` of P CUSUMs at once: laws
-    ``(P, V)``, allowances, thresholds and targets ``(P,)``, offsets ``(P, O)``."""
+    """ARL from a restart of P CUSUMs at O mean offsets each, ``(P, O)`` (inf: no upward
+    step, never alarms): laws ``(P, V)``, allowances and thresholds ``(P,)``, offsets
+    ``(P, O)``.
+
+    The statistic is kept on the grid ``0, w, ..., h`` (``w = h / cells``); a step from
+    node ``i`` to a point between two nodes splits its probability between them in
+    proportion to the distance (linear interpolation of the run-length function), which
+    stays accurate for lattice laws (coins, counts) where rounding to cell midpoints
+    would not. Steps beyond ``h`` are alarms, steps at or below 0 restart at node 0.
+    """
     P, n_off = values.shape[0], offsets.shape[1]
     n = cells + 1
     w = h / cells
@@ -175,9 +156,25 @@ def _batch_excess(
     A += np.bincount(idx + 1, p * frac, minlength=size)
     live = (values.max(axis=1)[:, None] - k[:, None] + offsets > 0).ravel()
     system = np.eye(n)[None] - A.reshape(P * n_off, n, n)
-    system[~live] = np.eye(n)  # no upward step: never alarms (its run length is infinite)
+    system[~live] = np.eye(n)  # solved as a placeholder, reported as infinite below
     runs = np.linalg.solve(system, np.ones((P * n_off, n, 1)))[:, 0, 0]
-    rates = np.where(live, 1.0 / np.maximum(runs, 1.0), 0.0).reshape(P, n_off)
+    out: FloatArray = np.where(live, runs, np.inf).reshape(P, n_off)
+    return out
+
+
+def _batch_excess(
+    values: FloatArray,
+    probs: FloatArray,
+    k: FloatArray,
+    h: FloatArray,
+    offsets: FloatArray,
+    weights: FloatArray,
+    log_rate: FloatArray,
+    cells: int,
+) -> FloatArray:
+    """``log(averaged false-alarm rate) - log(target)`` of P CUSUMs at once."""
+    runs = _batch_runs(values, probs, k, h, offsets, cells)
+    rates = np.where(np.isfinite(runs), 1.0 / np.maximum(runs, 1.0), 0.0)
     with np.errstate(divide="ignore"):
         out: FloatArray = np.log((rates * weights).sum(axis=1)) - log_rate
     return out

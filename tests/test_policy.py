@@ -165,3 +165,30 @@ def test_alerts_carry_context(field: str) -> None:
     ks = next(a for a in alerts if a.detector == "ks")
     assert ks.to_dict()[field] is not None
     assert ks.p_value is not None and ks.p_value < 1e-3
+
+
+def test_the_default_detectors_alerts_do_not_depend_on_batching() -> None:
+    """The same with the shipped defaults (CUSUM banks, KS, PSI, the chi-squared test and
+    category-share CUSUMs at the default target), whose calibrated thresholds and restarts
+    after each alarm must not depend on where a batch ends either."""
+    doc = {
+        "kafka": {"topic": "p"},
+        "defaults": {"reference": {"warmup": 1000}},
+        "alerting": {"resolve_after_events": 2000, "cooldown_events": 1000},
+        "models": {
+            "m": {
+                "features": {"a": "numeric", "b": "numeric", "c": "categorical"},
+                "prediction": "numeric",
+            }
+        },
+    }
+    values = stream(16000, (4000, 7000), seed=5)
+    ref = [a.to_dict() for a in run(parse_config(doc, env={}), values, [(0, 16000)])]
+    assert {a["detector"] for a in ref} >= {"cusum", "ks", "psi"}
+    rng = np.random.default_rng(11)
+    cuts, lo = [], 0
+    while lo < len(values):
+        hi = min(len(values), lo + int(rng.choice([1, 7, 100, 999, 2500, 5000])))
+        cuts.append((lo, hi))
+        lo = hi
+    assert [a.to_dict() for a in run(parse_config(doc, env={}), values, cuts)] == ref

@@ -200,6 +200,7 @@ class DetectorBank:
             self.ref_summary[schema.categorical[j]] = summarize_codes(
                 codes_of(reference.categorical[j], vocab), vocab
             )
+        self._cat_vocabs = vocabs  # by categorical column
         self.vocabs = {schema.categorical[j]: vocab for j, vocab in vocabs.items()}
         bounds = [
             fences(reference.numeric[:, j], specs[n].fence_iqr)
@@ -233,8 +234,7 @@ class DetectorBank:
             out = (numeric < self.fence_lo) | (numeric > self.fence_hi)
         self.outliers += out.sum(axis=0)
         clipped = np.clip(numeric, self.fence_lo, self.fence_hi) if out.any() else numeric
-        for name, vocab in self.vocabs.items():
-            j = self.schema.categorical.index(name)
+        for j, vocab in self._cat_vocabs.items():  # once per series, for all its detectors
             cat_codes[:, j] = codes_of(batch.categorical[j], vocab)
             self.unseen[j] += int(np.count_nonzero(cat_codes[:, j] == -1))
         for g in self.groups:
